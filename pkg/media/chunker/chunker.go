@@ -1,0 +1,262 @@
+// Package chunker cuts one publish session into GOP-aligned chunks: self-contained MPEG-TS
+// pieces that start on a keyframe, carry the codec configuration in band, and keep the
+// encoder's timestamps (shifted by a fixed base, see Chunk.TSBase).
+package chunker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+
+	"github.com/gopcast/gopcast/pkg/media"
+)
+
+// TSBase is where a chunk's first decode time lands in its MPEG-TS file. Ten seconds leaves
+// room for B-frame decode times before the keyframe and for audio that starts a little early,
+// and keeps every value far from the 33-bit wrap.
+const TSBase = 10 * media.Timescale
+
+// Errors returned by the chunker.
+var (
+	// ErrChunkTooLarge means the source sent more than MaxBytes without a keyframe to cut at.
+	ErrChunkTooLarge = errors.New("chunker: no keyframe within the chunk size limit")
+	// ErrNoVideoConfig means a chunker was made without H.264 parameters.
+	ErrNoVideoConfig = errors.New("chunker: H.264 SPS and PPS are required")
+)
+
+// Config tunes the cutting.
+type Config struct {
+	// Target is the chunk duration in media.Timescale units: a chunk is cut at the first
+	// keyframe at or after it.
+	Target int64
+	// MaxBytes bounds one chunk's size (memory per publisher) when keyframes are rare.
+	MaxBytes int
+}
+
+// Chunk is one finished chunk.
+type Chunk struct {
+	Seq uint64
+	// Start is the decode time of the first frame in the session timeline; Duration runs to
+	// the first frame of the next chunk (for the last chunk: its last frame's end, estimated).
+	Start    int64
+	Duration int64
+	// Data is the MPEG-TS file; a time t of the session timeline is written as TSBase+t-Start.
+	Data        []byte
+	VideoFrames int
+	AudioFrames int
+	Keyframes   int
+	Last        bool
+}
+
+// Chunker accumulates frames of one session. It is not safe for concurrent use.
+//
+// Video is cut on decode time (a chunk starts with its keyframe), but audio is cut on
+// presentation time: audio before the keyframe's presentation time belongs to the chunk that
+// ends there, so every rendition's n-th segment starts at the same instant. Audio frames for that
+// span arrive after the keyframe, so a finished chunk stays open for its audio until audio
+// reaches the cut (or, if audio lags or stops, until video is a second past it).
+type Chunker struct {
+	cfg    Config
+	video  media.H264Config
+	audio  *media.AACConfig
+	vTrack *mpegts.Track
+	aTrack *mpegts.Track
+
+	seq         uint64
+	cur         *builder
+	closing     *builder // cut on video, waiting for audio up to its cut
+	lastDTS     int64
+	frameDur    int64 // last observed decode-time step, for the final chunk's length
+	audioOrigin int64
+	haveAudio   bool
+}
+
+// builder is one chunk being written.
+type builder struct {
+	seq        uint64
+	start      int64 // decode time of the first frame
+	end        int64 // decode time of the next chunk's first frame, once cut
+	cutPTS     int64 // presentation time of the next chunk's keyframe, once cut
+	buf        bytes.Buffer
+	w          *mpegts.Writer
+	nv, na, nk int
+}
+
+// New returns a Chunker for a session with the given codec configuration; audio may be nil
+// for a video-only source.
+func New(cfg Config, video media.H264Config, audio *media.AACConfig) (*Chunker, error) {
+	if len(video.SPS) == 0 || len(video.PPS) == 0 {
+		return nil, ErrNoVideoConfig
+	}
+	if cfg.Target <= 0 {
+		cfg.Target = 2 * media.Timescale
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
+	}
+	c := &Chunker{cfg: cfg, video: video, audio: audio}
+	c.vTrack = &mpegts.Track{Codec: &tscodecs.H264{}}
+	if audio != nil {
+		var asc mpeg4audio.AudioSpecificConfig
+		if err := asc.Unmarshal(audio.ASC); err != nil {
+			return nil, fmt.Errorf("chunker: AAC config: %w", err)
+		}
+		c.aTrack = &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: asc}}
+	}
+	return c, nil
+}
+
+// AudioOrigin is the presentation time of the session's first audio frame kept, and whether
+// there has been one.
+func (c *Chunker) AudioOrigin() (int64, bool) { return c.audioOrigin, c.haveAudio }
+
+// Seq is the sequence number the next chunk will carry.
+func (c *Chunker) Seq() uint64 { return c.seq }
+
+// audioGrace is how far video may run past a cut while the closing chunk waits for its audio.
+const audioGrace = media.Timescale
+
+// WriteVideo adds a video frame and returns a chunk if one is finished. Frames before the
+// session's first keyframe cannot be decoded and are dropped.
+func (c *Chunker) WriteVideo(f media.VideoFrame) (*Chunk, error) {
+	var done *Chunk
+	if c.cur == nil {
+		if !f.Key {
+			return nil, nil
+		}
+		c.cur = c.open(f.DTS)
+	} else {
+		if d := f.DTS - c.lastDTS; d > 0 {
+			c.frameDur = d
+		}
+		if c.closing != nil && (f.DTS >= c.closing.cutPTS+audioGrace || c.aTrack == nil || !c.haveAudio) {
+			done = c.finish(c.closing, false)
+			c.closing = nil
+		}
+		if f.Key && f.DTS-c.cur.start >= c.cfg.Target {
+			if c.closing != nil {
+				// A GOP shorter than the audio grace: the older chunk has waited long enough.
+				done = c.finish(c.closing, false)
+			}
+			c.cur.end, c.cur.cutPTS = f.DTS, f.PTS
+			c.closing = c.cur
+			c.cur = c.open(f.DTS)
+			if c.aTrack == nil || !c.haveAudio {
+				done = c.finish(c.closing, false)
+				c.closing = nil
+			}
+		}
+	}
+	if err := c.writeVideo(c.cur, f); err != nil {
+		return done, err
+	}
+	if c.cur.buf.Len() > c.cfg.MaxBytes {
+		return done, fmt.Errorf("%w (%d bytes over %.1f s)", ErrChunkTooLarge, c.cur.buf.Len(), float64(f.DTS-c.cur.start)/media.Timescale)
+	}
+	return done, nil
+}
+
+// WriteAudio adds an audio frame and returns a chunk if it completes one. Audio before the
+// first keyframe is dropped with the video it belongs to.
+func (c *Chunker) WriteAudio(f media.AudioFrame) (*Chunk, error) {
+	if c.cur == nil || c.aTrack == nil {
+		return nil, nil
+	}
+	if !c.haveAudio {
+		c.haveAudio = true
+		c.audioOrigin = f.PTS
+	}
+	b := c.cur
+	var done *Chunk
+	if c.closing != nil {
+		if f.PTS < c.closing.cutPTS {
+			b = c.closing
+		} else {
+			done = c.finish(c.closing, false)
+			c.closing = nil
+		}
+	}
+	b.na++
+	return done, b.w.WriteMPEG4Audio(c.aTrack, TSBase+f.PTS-b.start, [][]byte{f.Data})
+}
+
+// Flush ends the session and returns its remaining chunks, the last one flagged Last; none if
+// no keyframe ever came.
+func (c *Chunker) Flush() []*Chunk {
+	var out []*Chunk
+	if c.closing != nil {
+		out = append(out, c.finish(c.closing, false))
+		c.closing = nil
+	}
+	if c.cur != nil {
+		dur := c.frameDur
+		if dur <= 0 {
+			dur = media.Timescale / 30
+		}
+		c.cur.end = c.lastDTS + dur
+		out = append(out, c.finish(c.cur, true))
+		c.cur = nil
+	}
+	return out
+}
+
+func (c *Chunker) open(dts int64) *builder {
+	b := &builder{seq: c.seq, start: dts}
+	c.seq++
+	tracks := []*mpegts.Track{c.vTrack}
+	if c.aTrack != nil {
+		tracks = append(tracks, c.aTrack)
+	}
+	b.w = &mpegts.Writer{W: &b.buf, Tracks: tracks}
+	// Initialize only fails on duplicate PIDs, which a fixed track list cannot have.
+	_ = b.w.Initialize()
+	return b
+}
+
+func (c *Chunker) finish(b *builder, last bool) *Chunk {
+	return &Chunk{
+		Seq:         b.seq,
+		Start:       b.start,
+		Duration:    b.end - b.start,
+		Data:        b.buf.Bytes(),
+		VideoFrames: b.nv,
+		AudioFrames: b.na,
+		Keyframes:   b.nk,
+		Last:        last,
+	}
+}
+
+func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) error {
+	au := f.NALUs
+	if f.Key {
+		au = withParameterSets(au, c.video)
+		b.nk++
+	}
+	b.nv++
+	c.lastDTS = f.DTS
+	return b.w.WriteH264(c.vTrack, TSBase+f.PTS-b.start, TSBase+f.DTS-b.start, au)
+}
+
+// withParameterSets puts SPS and PPS in front of a keyframe that lacks them, so every chunk
+// decodes on its own (RTMP sends them once, out of band).
+func withParameterSets(au [][]byte, cfg media.H264Config) [][]byte {
+	for _, n := range au {
+		if len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS {
+			return au
+		}
+	}
+	out := make([][]byte, 0, len(au)+2)
+	i := 0
+	// Keep an access unit delimiter first if there is one.
+	if len(au) > 0 && len(au[0]) > 0 && h264.NALUType(au[0][0]&0x1f) == h264.NALUTypeAccessUnitDelimiter {
+		out = append(out, au[0])
+		i = 1
+	}
+	out = append(out, cfg.SPS, cfg.PPS)
+	return append(out, au[i:]...)
+}

@@ -1,0 +1,269 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// VideoParams describe a chunk's video as the ingest saw it.
+type VideoParams struct {
+	Codec  string  `json:"codec"` // RFC 6381, e.g. avc1.64001f
+	Width  int     `json:"width"`
+	Height int     `json:"height"`
+	FPS    float64 `json:"fps,omitempty"`
+}
+
+// AudioParams describe a chunk's audio as the ingest saw it.
+type AudioParams struct {
+	Codec      string `json:"codec"` // e.g. mp4a.40.2
+	SampleRate int    `json:"sample_rate"`
+	Channels   int    `json:"channels"`
+}
+
+// Chunk is the job message for one GOP-aligned chunk of one session. Times are in the session
+// timeline at 90 kHz. The chunk's MPEG-TS bytes (named by Object) carry timestamps shifted so
+// that Start maps to TSBase: ts = TSBase + (t - Start). That keeps them far from MPEG-TS's
+// 33-bit wrap and leaves room for B-frame decode times before Start.
+type Chunk struct {
+	StreamID  string `json:"stream_id"`
+	SessionID string `json:"session_id"`
+	Seq       uint64 `json:"seq"`
+	Profile   string `json:"profile,omitempty"`
+	// Start is the decode time of the chunk's first (key) frame; Duration runs to the next
+	// chunk's first frame.
+	Start    int64 `json:"start"`
+	Duration int64 `json:"duration"`
+	TSBase   int64 `json:"ts_base"`
+	// AudioOrigin is the presentation time of the session's first audio frame; it pins the
+	// AAC sample grid so audio segments made by different workers line up exactly.
+	AudioOrigin int64        `json:"audio_origin"`
+	Video       *VideoParams `json:"video,omitempty"`
+	Audio       *AudioParams `json:"audio,omitempty"`
+	// Last marks the final chunk of the session; an empty last chunk (Object == "") only
+	// ends the session.
+	Last    bool      `json:"last,omitempty"`
+	Object  string    `json:"object,omitempty"`
+	Size    int       `json:"size"`
+	Created time.Time `json:"created"`
+}
+
+// ID is the chunk's deterministic identity, used for de-duplication and object names.
+func (c *Chunk) ID() string {
+	return c.StreamID + "/" + c.SessionID + "/" + strconv.FormatUint(c.Seq, 10)
+}
+
+// Rendition is one output of a transcoded chunk.
+type Rendition struct {
+	Name      string  `json:"name"` // e.g. 720p, source, audio
+	Kind      string  `json:"kind"` // video or audio
+	Codec     string  `json:"codec,omitempty"`
+	Width     int     `json:"width,omitempty"`
+	Height    int     `json:"height,omitempty"`
+	FPS       float64 `json:"fps,omitempty"`
+	Bandwidth int     `json:"bandwidth,omitempty"` // nominal bits/s, for the multivariant playlist
+	Channels  int     `json:"channels,omitempty"`
+	// Init and Media name objects in the segment object store.
+	Init  string `json:"init,omitempty"`
+	Media string `json:"media,omitempty"`
+	Bytes int    `json:"bytes"`
+	// Start and Duration are the segment's presentation start and length in the rendition's
+	// own timescale (Timescale).
+	Start     int64  `json:"start"`
+	Duration  int64  `json:"duration"`
+	Timescale uint32 `json:"timescale"`
+	// Failed is set when the rendition could not be produced after retries; Error says why.
+	Failed bool   `json:"failed,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Segment is the message a transcoder sends when a chunk is done: every rendition of it.
+type Segment struct {
+	StreamID   string      `json:"stream_id"`
+	SessionID  string      `json:"session_id"`
+	Seq        uint64      `json:"seq"`
+	Start      int64       `json:"start"`
+	Duration   int64       `json:"duration"`
+	Last       bool        `json:"last,omitempty"`
+	Renditions []Rendition `json:"renditions"`
+	// Failed is set when the whole chunk could not be transcoded (poison input); the packager
+	// lists a gap.
+	Failed bool      `json:"failed,omitempty"`
+	Error  string    `json:"error,omitempty"`
+	Chunk  time.Time `json:"chunk_created"`
+}
+
+// ID is the segment's deterministic identity.
+func (s *Segment) ID() string {
+	return s.StreamID + "/" + s.SessionID + "/" + strconv.FormatUint(s.Seq, 10)
+}
+
+// PublishChunk stores the chunk bytes and publishes the job. It returns only once JetStream
+// has both; a retry with the same chunk identity is de-duplicated.
+func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error {
+	if len(data) > 0 {
+		job.Object = job.ID()
+		job.Size = len(data)
+		if _, err := c.chunks.PutBytes(ctx, job.Object, data); err != nil {
+			return fmt.Errorf("queue: store chunk %s: %w", job.ID(), err)
+		}
+	}
+	return c.publish(ctx, chunkSubject+job.StreamID, job.ID(), job)
+}
+
+// ChunkBytes fetches a chunk's bytes.
+func (c *Conn) ChunkBytes(ctx context.Context, job *Chunk) ([]byte, error) {
+	b, err := c.chunks.GetBytes(ctx, job.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("queue: chunk %s: %w", job.Object, ErrNotFound)
+	}
+	return b, err
+}
+
+// DeleteChunk removes a chunk's bytes once its job is done.
+func (c *Conn) DeleteChunk(ctx context.Context, job *Chunk) error {
+	if job.Object == "" {
+		return nil
+	}
+	err := c.chunks.Delete(ctx, job.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	return err
+}
+
+// PutRendition stores one rendition object (init or media segment) under a deterministic
+// name, so a redelivered job overwrites rather than duplicates.
+func (c *Conn) PutRendition(ctx context.Context, name string, data []byte) error {
+	if _, err := c.renders.PutBytes(ctx, name, data); err != nil {
+		return fmt.Errorf("queue: store %s: %w", name, err)
+	}
+	return nil
+}
+
+// RenditionBytes fetches one rendition object.
+func (c *Conn) RenditionBytes(ctx context.Context, name string) ([]byte, error) {
+	b, err := c.renders.GetBytes(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("queue: rendition %s: %w", name, ErrNotFound)
+	}
+	return b, err
+}
+
+// DeleteRendition removes a rendition object once it is in the bucket.
+func (c *Conn) DeleteRendition(ctx context.Context, name string) error {
+	err := c.renders.Delete(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	return err
+}
+
+// PublishSegment publishes a finished chunk's renditions to the packagers.
+func (c *Conn) PublishSegment(ctx context.Context, seg *Segment) error {
+	return c.publish(ctx, segmentSubject+seg.StreamID, seg.ID(), seg)
+}
+
+func (c *Conn) publish(ctx context.Context, subject, id string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := c.js.Publish(ctx, subject, data, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("queue: publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// Job is one delivered message with its decoded body. The handler decides its fate through
+// exactly one of Ack, Retry or Reject; InProgress keeps it from being redelivered meanwhile.
+type Job[T any] struct {
+	Body T
+	// Delivered counts deliveries of this message, 1 the first time.
+	Delivered uint64
+	msg       jetstream.Msg
+}
+
+// Ack acknowledges the job and waits for the server to confirm, so a confirmed job is never
+// redelivered.
+func (j *Job[T]) Ack(ctx context.Context) error { return j.msg.DoubleAck(ctx) }
+
+// Retry hands the job back for redelivery after delay.
+func (j *Job[T]) Retry(delay time.Duration) error { return j.msg.NakWithDelay(delay) }
+
+// Reject gives the job up for good (poison input).
+func (j *Job[T]) Reject(reason string) error { return j.msg.TermWithReason(reason) }
+
+// InProgress resets the server's redelivery timer.
+func (j *Job[T]) InProgress() error { return j.msg.InProgress() }
+
+// ErrUndecodable marks a message that is not valid JSON for its type; it is Rejected.
+var ErrUndecodable = errors.New("queue: undecodable message")
+
+// ConsumeChunks runs handler for chunk jobs on n concurrent slots until ctx ends. Each slot
+// takes one job at a time, so a worker never holds more jobs than it can run.
+func (c *Conn) ConsumeChunks(ctx context.Context, n int, handler func(context.Context, *Job[Chunk])) error {
+	return consume(ctx, c, ChunksStream, transcoderConsumer, n, handler)
+}
+
+// ConsumeSegments runs handler for finished-chunk messages on n concurrent slots.
+func (c *Conn) ConsumeSegments(ctx context.Context, n int, handler func(context.Context, *Job[Segment])) error {
+	return consume(ctx, c, SegmentsStream, packagerConsumer, n, handler)
+}
+
+func consume[T any](ctx context.Context, c *Conn, stream, durable string, n int, handler func(context.Context, *Job[T])) error {
+	cons, err := c.js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return fmt.Errorf("queue: consumer %s: %w", durable, err)
+	}
+	done := make(chan struct{})
+	for i := 0; i < n; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for ctx.Err() == nil {
+				msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+				if err != nil {
+					if ctx.Err() == nil {
+						c.log.Warn("fetch failed", "consumer", durable, "err", err)
+						sleepCtx(ctx, time.Second)
+					}
+					continue
+				}
+				for msg := range msgs.Messages() {
+					job := &Job[T]{msg: msg}
+					if md, err := msg.Metadata(); err == nil {
+						job.Delivered = md.NumDelivered
+					}
+					if err := json.Unmarshal(msg.Data(), &job.Body); err != nil {
+						c.log.Error("rejecting undecodable message", "consumer", durable, "subject", msg.Subject(), "err", err)
+						_ = msg.TermWithReason(ErrUndecodable.Error())
+						continue
+					}
+					handler(ctx, job)
+				}
+				if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+					c.log.Debug("fetch ended", "consumer", durable, "err", err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

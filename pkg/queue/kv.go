@@ -1,0 +1,100 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// KV is a JetStream key-value bucket with compare-and-swap updates: the shared state of
+// streams, key hashes and packager progress.
+type KV struct {
+	name string
+	kv   jetstream.KeyValue
+}
+
+// KV opens (creating if needed) the key-value bucket name.
+func (c *Conn) KV(ctx context.Context, name string) (*KV, error) {
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  name,
+		History: 1,
+		Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: kv %s: %w", name, err)
+	}
+	return &KV{name: name, kv: kv}, nil
+}
+
+// Get returns the value and revision of key, or ErrNotFound.
+func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	e, err := k.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue: get %s/%s: %w", k.name, key, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Create stores key only if it does not exist (ErrExists otherwise).
+func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.kv.Create(ctx, key, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue: create %s/%s: %w", k.name, key, err)
+	}
+	return rev, nil
+}
+
+// Update stores key only if its revision is still rev (ErrConflict otherwise).
+func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	nrev, err := k.kv.Update(ctx, key, value, rev)
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		return 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue: update %s/%s: %w", k.name, key, err)
+	}
+	return nrev, nil
+}
+
+// Put stores key unconditionally.
+func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.kv.Put(ctx, key, value)
+	if err != nil {
+		return 0, fmt.Errorf("queue: put %s/%s: %w", k.name, key, err)
+	}
+	return rev, nil
+}
+
+// Delete removes key; a missing key is not an error.
+func (k *KV) Delete(ctx context.Context, key string) error {
+	err := k.kv.Delete(ctx, key)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("queue: delete %s/%s: %w", k.name, key, err)
+	}
+	return nil
+}
+
+// Keys lists every key in the bucket.
+func (k *KV) Keys(ctx context.Context) ([]string, error) {
+	keys, err := k.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: keys %s: %w", k.name, err)
+	}
+	return keys, nil
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}

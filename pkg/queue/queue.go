@@ -1,0 +1,283 @@
+// Package queue is gopcast's only door to NATS JetStream. It owns the streams, consumers,
+// object stores and key-value buckets the roles share, the message types that travel on them,
+// and the embedded server `gopcast all` runs when no NATS URL is configured.
+//
+// Media bytes never ride inside a message: a chunk or a rendition segment is put in a JetStream
+// object store (which splits it into 128 KiB messages, so a 20 Mbit/s source never meets the
+// NATS max payload) and a small job message names it (claim check).
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream assets. Subjects carry the stream id last so a future sharding scheme
+// can map them to several streams by subject filter.
+const (
+	ChunksStream   = "GOPCAST_CHUNKS"
+	SegmentsStream = "GOPCAST_SEGMENTS"
+	chunkSubject   = "gopcast.chunks."
+	segmentSubject = "gopcast.segments."
+	eventSubject   = "gopcast.events."
+
+	chunkObjects   = "gopcast-chunks"
+	segmentObjects = "gopcast-segments"
+
+	transcoderConsumer = "transcoders"
+	packagerConsumer   = "packagers"
+)
+
+// Errors returned by this package.
+var (
+	ErrNotFound = errors.New("queue: not found")
+	ErrConflict = errors.New("queue: revision conflict")
+	ErrExists   = errors.New("queue: already exists")
+)
+
+// Config says where NATS is. An empty URL starts an embedded server with JetStream stored
+// under DataDir.
+type Config struct {
+	URL     string
+	DataDir string
+	// ListenHost and Port place the embedded server's client listener; Port 0 picks a free one.
+	ListenHost string
+	Port       int
+	// ObjectTTL bounds how long chunk and segment bytes live if nobody consumes them.
+	ObjectTTL time.Duration
+	// AckWait is how long a worker may hold a job without a progress signal.
+	AckWait time.Duration
+	// MaxDeliver bounds redeliveries of one job before it is given up.
+	MaxDeliver int
+	// Name identifies this client in NATS monitoring.
+	Name string
+}
+
+func (c *Config) defaults() {
+	if c.ObjectTTL == 0 {
+		c.ObjectTTL = time.Hour
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 5
+	}
+	if c.ListenHost == "" {
+		c.ListenHost = "127.0.0.1"
+	}
+	if c.Name == "" {
+		c.Name = "gopcast"
+	}
+}
+
+// Conn is a connection to JetStream with gopcast's assets in place.
+type Conn struct {
+	cfg     Config
+	log     *slog.Logger
+	srv     *server.Server // nil unless embedded
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	chunks  jetstream.ObjectStore
+	renders jetstream.ObjectStore
+}
+
+// Connect connects to NATS (starting the embedded server when cfg.URL is empty) and makes sure
+// every stream, consumer and bucket gopcast uses exists.
+func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	cfg.defaults()
+	c := &Conn{cfg: cfg, log: log}
+	addr := cfg.URL
+	if addr == "" {
+		srv, err := startEmbedded(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.srv = srv
+		addr = srv.ClientURL()
+		log.Info("embedded NATS server started", "url", addr, "store_dir", filepath.Join(cfg.DataDir, "jetstream"))
+	}
+	nc, err := nats.Connect(addr,
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectBufSize(64<<20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		c.shutdownServer()
+		return nil, fmt.Errorf("queue: connect to NATS at %s: %w", redact(addr), err)
+	}
+	c.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	c.js = js
+	if err := c.setup(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, error) {
+	port := cfg.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "gopcast-embedded",
+		Host:       cfg.ListenHost,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+		// Chunk bytes ride in object stores in 128 KiB parts; job messages stay small.
+		MaxPayload: 8 << 20,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("queue: embedded NATS: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("queue: embedded NATS on %s not ready within 10s", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
+	}
+	return srv, nil
+}
+
+func (c *Conn) setup(ctx context.Context) error {
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        ChunksStream,
+			Description: "chunk jobs: ingest to transcoders",
+			Subjects:    []string{chunkSubject + ">"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Duplicates:  2 * time.Minute,
+			MaxAge:      c.cfg.ObjectTTL,
+		},
+		{
+			Name:        SegmentsStream,
+			Description: "rendition segments: transcoders to packagers",
+			Subjects:    []string{segmentSubject + ">"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Duplicates:  2 * time.Minute,
+			MaxAge:      c.cfg.ObjectTTL,
+		},
+	}
+	for _, sc := range streams {
+		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("queue: stream %s: %w", sc.Name, err)
+		}
+	}
+	consumers := []struct {
+		stream string
+		cfg    jetstream.ConsumerConfig
+	}{
+		{ChunksStream, jetstream.ConsumerConfig{
+			Durable:       transcoderConsumer,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    c.cfg.MaxDeliver,
+			MaxAckPending: 10000,
+			BackOff:       nil,
+		}},
+		{SegmentsStream, jetstream.ConsumerConfig{
+			Durable:       packagerConsumer,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    -1, // a packager never gives a finished segment up; bad input is Termed
+			MaxAckPending: 10000,
+		}},
+	}
+	for _, cc := range consumers {
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, cc.stream, cc.cfg); err != nil {
+			return fmt.Errorf("queue: consumer %s: %w", cc.cfg.Durable, err)
+		}
+	}
+	var err error
+	c.chunks, err = c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: chunkObjects, Description: "chunk bytes", TTL: c.cfg.ObjectTTL, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: object store %s: %w", chunkObjects, err)
+	}
+	c.renders, err = c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: segmentObjects, Description: "rendition segment bytes", TTL: c.cfg.ObjectTTL, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: object store %s: %w", segmentObjects, err)
+	}
+	return nil
+}
+
+// Check reports whether JetStream answers; it backs /readyz.
+func (c *Conn) Check(ctx context.Context) error {
+	if c.nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("queue: NATS %s", c.nc.Status())
+	}
+	if _, err := c.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("queue: jetstream: %w", err)
+	}
+	return nil
+}
+
+// ClientURL is the URL other processes can use to reach the NATS server this Conn uses.
+func (c *Conn) ClientURL() string {
+	if c.srv != nil {
+		return c.srv.ClientURL()
+	}
+	return c.nc.ConnectedUrlRedacted()
+}
+
+// Close drains the connection and stops the embedded server, if any.
+func (c *Conn) Close() {
+	if c.nc != nil {
+		_ = c.nc.Drain()
+		// Drain is asynchronous; wait for it so the embedded server is not pulled from under it.
+		deadline := time.Now().Add(5 * time.Second)
+		for !c.nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.nc.Close()
+	}
+	c.shutdownServer()
+}
+
+func (c *Conn) shutdownServer() {
+	if c.srv != nil {
+		c.srv.Shutdown()
+		c.srv.WaitForShutdown()
+	}
+}
+
+// redact hides credentials a NATS URL may carry, so errors can be logged.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

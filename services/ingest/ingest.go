@@ -1,0 +1,493 @@
+// Package ingest is the RTMP front door: it authorizes publishers by stream key, cuts each
+// publish session into GOP-aligned chunks and hands them to the transcoders through the queue.
+// It keeps no media beyond the chunk being built and a bounded backlog of finished chunks.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/amf0"
+	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/gortmplib/pkg/message"
+	"github.com/google/uuid"
+
+	"github.com/gopcast/gopcast/pkg/media"
+	"github.com/gopcast/gopcast/pkg/media/chunker"
+	"github.com/gopcast/gopcast/pkg/media/codec"
+	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/streams"
+)
+
+// Config tunes the ingest.
+type Config struct {
+	// Addr is the RTMP listen address, e.g. ":1935".
+	Addr string
+	// ChunkTarget is the chunk duration: chunks are cut at the first keyframe at or after it.
+	ChunkTarget time.Duration
+	// MaxChunkBytes bounds one chunk (and so a publisher's memory) when keyframes are rare.
+	MaxChunkBytes int
+	// MaxBacklog is how many finished chunks may wait for the queue (while NATS reconnects)
+	// before the publisher is dropped.
+	MaxBacklog int
+	// HandshakeTimeout bounds the RTMP handshake and the wait for the first media.
+	HandshakeTimeout time.Duration
+	// ReadTimeout drops a publisher that sends nothing for this long.
+	ReadTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = ":1935"
+	}
+	if c.ChunkTarget == 0 {
+		c.ChunkTarget = 2 * time.Second
+	}
+	if c.MaxChunkBytes == 0 {
+		c.MaxChunkBytes = 64 << 20
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = 30
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+}
+
+// Authorizer resolves a stream key to a stream.
+type Authorizer interface {
+	Authorize(ctx context.Context, key string) (*streams.Stream, error)
+}
+
+// Publisher hands finished chunks on.
+type Publisher interface {
+	PublishChunk(ctx context.Context, job *queue.Chunk, data []byte) error
+}
+
+// Service is the RTMP ingest.
+type Service struct {
+	cfg  Config
+	log  *slog.Logger
+	auth Authorizer
+	pub  Publisher
+
+	mu       sync.Mutex
+	ln       net.Listener
+	live     map[string]*session // by stream id
+	conns    map[net.Conn]struct{}
+	ready    chan struct{}
+	closing  bool
+	sessions sync.WaitGroup
+}
+
+// New returns an ingest service.
+func New(cfg Config, log *slog.Logger, auth Authorizer, pub Publisher) *Service {
+	cfg.defaults()
+	return &Service{
+		cfg: cfg, log: log, auth: auth, pub: pub,
+		live:  make(map[string]*session),
+		conns: make(map[net.Conn]struct{}),
+		ready: make(chan struct{}),
+	}
+}
+
+// Addr is the bound listen address once Run has started listening (blocks until then).
+func (s *Service) Addr() net.Addr {
+	<-s.ready
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ln.Addr()
+}
+
+// Ready reports whether the RTMP listener is up.
+func (s *Service) Ready() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run listens for publishers until ctx ends, then ends every session (flushing its last chunk)
+// before returning.
+func (s *Service) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("ingest: listen on %s (--rtmp-addr): %w", s.cfg.Addr, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	close(s.ready)
+	s.log.Info("RTMP ingest listening", "addr", ln.Addr().String())
+
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		s.closing = true
+		for c := range s.conns {
+			// Ends each publisher's read loop; its session then flushes the last chunk.
+			_ = c.SetReadDeadline(time.Now())
+		}
+		s.mu.Unlock()
+		_ = ln.Close()
+	}()
+
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.sessions.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.sessions.Wait()
+			return fmt.Errorf("ingest: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = conn.Close()
+			continue
+		}
+		s.conns[conn] = struct{}{}
+		s.sessions.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.sessions.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, conn)
+				s.mu.Unlock()
+				_ = conn.Close()
+			}()
+			s.handle(ctx, conn)
+		}()
+	}
+}
+
+// errRefused marks a publish refused on purpose (bad key, busy stream, bad codec).
+var errRefused = errors.New("publish refused")
+
+func (s *Service) handle(ctx context.Context, conn net.Conn) {
+	log := s.log.With("remote", conn.RemoteAddr().String())
+	defer func() {
+		// Nothing a client sends may crash the process.
+		if r := recover(); r != nil {
+			log.Error("RTMP connection panicked", "panic", r)
+		}
+	}()
+	err := s.serve(ctx, conn, log)
+	switch {
+	case err == nil:
+	case errors.Is(err, errRefused):
+		log.Warn("RTMP publish refused", "err", err)
+	default:
+		log.Info("RTMP connection closed", "err", err)
+	}
+}
+
+func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) error {
+	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	sc := &gortmplib.ServerConn{RW: conn}
+	if err := sc.Initialize(); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if err := sc.AcceptConn(); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if !sc.Publish {
+		_ = sc.RejectAction()
+		return fmt.Errorf("%w: playback over RTMP is not offered; watch HLS or DASH", errRefused)
+	}
+	app, key := splitPath(sc.URL.Path)
+	if app != "live" {
+		_ = sc.RejectAction()
+		return fmt.Errorf("%w: unknown application %q (publish to rtmp://HOST/live/STREAM_KEY)", errRefused, app)
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := s.auth.Authorize(actx, key)
+	cancel()
+	if err != nil {
+		_ = sc.RejectAction()
+		if errors.Is(err, streams.ErrUnknownKey) {
+			return fmt.Errorf("%w: %v", errRefused, err)
+		}
+		return fmt.Errorf("%w: key check failed: %v", errRefused, err)
+	}
+	log = log.With("stream_id", st.ID)
+
+	sess := &session{id: uuidString(), stream: st, started: time.Now()}
+	if !s.claim(sess) {
+		_ = sc.RejectAction()
+		return fmt.Errorf("%w: stream %s already has a publisher", errRefused, st.ID)
+	}
+	defer s.release(sess)
+	log = log.With("session_id", sess.id)
+
+	r := &gortmplib.Reader{Conn: sc}
+	if err := r.Initialize(); err != nil {
+		return fmt.Errorf("reading tracks: %w", err)
+	}
+	var vTrack, aTrack *gortmplib.Track
+	for _, t := range r.Tracks() {
+		switch c := t.Codec.(type) {
+		case *codecs.H264:
+			if vTrack == nil {
+				vTrack = t
+			}
+		case *codecs.MPEG4Audio:
+			if aTrack == nil {
+				aTrack = t
+			}
+		default:
+			refuse(sc, "NetStream.Publish.BadName", fmt.Sprintf("unsupported codec %s: gopcast takes H.264 video with AAC audio", codecName(c)))
+			return fmt.Errorf("%w: unsupported codec %s", errRefused, codecName(c))
+		}
+	}
+	if vTrack == nil {
+		refuse(sc, "NetStream.Publish.BadName", "no H.264 video track: gopcast needs H.264 video (AAC audio optional)")
+		return fmt.Errorf("%w: no H.264 video track", errRefused)
+	}
+	h := vTrack.Codec.(*codecs.H264)
+	vcfg := media.H264Config{SPS: h.SPS, PPS: h.PPS}
+	vp, err := videoParams(vcfg)
+	if err != nil {
+		refuse(sc, "NetStream.Publish.BadName", "H.264 parameters could not be parsed")
+		return fmt.Errorf("%w: %v", errRefused, err)
+	}
+	var acfg *media.AACConfig
+	var ap *queue.AudioParams
+	if aTrack != nil {
+		asc, err := aTrack.Codec.(*codecs.MPEG4Audio).Config.Marshal()
+		if err != nil {
+			return fmt.Errorf("%w: AAC config: %v", errRefused, err)
+		}
+		acfg = &media.AACConfig{ASC: asc}
+		if ap, err = audioParams(*acfg); err != nil {
+			return fmt.Errorf("%w: %v", errRefused, err)
+		}
+	}
+	ch, err := chunker.New(chunker.Config{
+		Target:   int64(s.cfg.ChunkTarget) * media.Timescale / int64(time.Second),
+		MaxBytes: s.cfg.MaxChunkBytes,
+	}, vcfg, acfg)
+	if err != nil {
+		return err
+	}
+	log.Info("publish started", "video", vp.Codec, "width", vp.Width, "height", vp.Height, "audio", ap != nil)
+
+	out := newOutbox(s.pub, s.cfg.MaxBacklog, log)
+	outCtx, stopOut := context.WithCancel(context.WithoutCancel(ctx))
+	outDone := make(chan struct{})
+	go func() { defer close(outDone); out.run(outCtx) }()
+	defer func() {
+		out.close()
+		// Give the backlog a bounded time to reach JetStream before giving up on it.
+		select {
+		case <-outDone:
+		case <-time.After(30 * time.Second):
+			log.Error("chunk backlog not delivered before timeout; dropping it", "pending", out.pending())
+			stopOut()
+			<-outDone
+		}
+		stopOut()
+	}()
+
+	job := func(c *chunker.Chunk) *queue.Chunk {
+		origin, _ := ch.AudioOrigin()
+		return &queue.Chunk{
+			StreamID: st.ID, SessionID: sess.id, Seq: c.Seq, Profile: st.Profile,
+			Start: c.Start, Duration: c.Duration, TSBase: chunker.TSBase,
+			AudioOrigin: origin, Video: vp, Audio: ap, Last: c.Last, Created: time.Now().UTC(),
+		}
+	}
+	var fail error
+	emit := func(c *chunker.Chunk) {
+		if c == nil || fail != nil {
+			return
+		}
+		if !out.push(job(c), c.Data) {
+			fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)
+		}
+	}
+	r.OnDataH264(vTrack, func(pts, dts time.Duration, au [][]byte) {
+		if fail != nil || len(au) == 0 {
+			return
+		}
+		f := media.VideoFrame{PTS: ticks(pts), DTS: ticks(dts), Key: isIDR(au), NALUs: au}
+		if onlyParameterSets(au) {
+			return // a repeated sequence header, not a frame
+		}
+		done, err := ch.WriteVideo(f)
+		emit(done)
+		if err != nil && fail == nil {
+			fail = err
+		}
+	})
+	if aTrack != nil {
+		r.OnDataMPEG4Audio(aTrack, func(pts time.Duration, au []byte) {
+			if fail != nil || len(au) == 0 {
+				return
+			}
+			done, err := ch.WriteAudio(media.AudioFrame{PTS: ticks(pts), Data: au})
+			emit(done)
+			if err != nil && fail == nil {
+				fail = err
+			}
+		})
+	}
+
+	var readErr error
+	for fail == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		if readErr = r.Read(); readErr != nil {
+			break
+		}
+	}
+	if rest := ch.Flush(); len(rest) > 0 {
+		for _, c := range rest {
+			emit(c)
+		}
+	} else {
+		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
+	}
+	log.Info("publish ended", "chunks", ch.Seq(), "reason", endReason(readErr, fail))
+	if fail != nil {
+		return fail
+	}
+	return nil
+}
+
+func endReason(readErr, fail error) string {
+	if fail != nil {
+		return fail.Error()
+	}
+	if readErr == nil {
+		return "closed"
+	}
+	return readErr.Error()
+}
+
+// refuse tells an RTMP client why its publish is refused, with an error status it shows.
+func refuse(sc *gortmplib.ServerConn, code, description string) {
+	_ = sc.Write(&message.CommandAMF0{
+		ChunkStreamID:   5,
+		MessageStreamID: 0x1000000,
+		Name:            "onStatus",
+		Arguments: []any{
+			nil,
+			amf0.Object{
+				{Key: "level", Value: "error"},
+				{Key: "code", Value: code},
+				{Key: "description", Value: description},
+			},
+		},
+	})
+}
+
+type session struct {
+	id      string
+	stream  *streams.Stream
+	started time.Time
+}
+
+func (s *Service) claim(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := s.live[sess.stream.ID]; busy {
+		return false
+	}
+	s.live[sess.stream.ID] = sess
+	return true
+}
+
+func (s *Service) release(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live[sess.stream.ID] == sess {
+		delete(s.live, sess.stream.ID)
+	}
+}
+
+// splitPath turns "/live/KEY" into ("live", "KEY").
+func splitPath(p string) (app, key string) {
+	p = strings.TrimPrefix(p, "/")
+	app, key, _ = strings.Cut(p, "/")
+	return app, key
+}
+
+func ticks(d time.Duration) int64 {
+	// RTMP timestamps are whole milliseconds, so this is exact.
+	return int64(d) * media.Timescale / int64(time.Second)
+}
+
+func uuidString() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
+}
+
+func codecName(c codecs.Codec) string {
+	switch c.(type) {
+	case *codecs.H265:
+		return "H.265/HEVC"
+	case *codecs.AV1:
+		return "AV1"
+	case *codecs.VP9:
+		return "VP9"
+	case *codecs.Opus:
+		return "Opus"
+	case *codecs.MPEG1Audio:
+		return "MP3"
+	case *codecs.AC3:
+		return "AC-3"
+	case *codecs.FLAC:
+		return "FLAC"
+	case *codecs.G711:
+		return "G.711"
+	case *codecs.LPCM:
+		return "LPCM"
+	default:
+		return fmt.Sprintf("%T", c)
+	}
+}
+
+func videoParams(cfg media.H264Config) (*queue.VideoParams, error) {
+	cs, err := codec.H264Codec(cfg.SPS)
+	if err != nil {
+		return nil, err
+	}
+	w, h, fps, err := codec.H264Info(cfg.SPS)
+	if err != nil {
+		return nil, err
+	}
+	return &queue.VideoParams{Codec: cs, Width: w, Height: h, FPS: fps}, nil
+}
+
+func audioParams(cfg media.AACConfig) (*queue.AudioParams, error) {
+	cs, err := codec.AACCodec(cfg.ASC)
+	if err != nil {
+		return nil, err
+	}
+	rate, ch, err := codec.AACInfo(cfg.ASC)
+	if err != nil {
+		return nil, err
+	}
+	return &queue.AudioParams{Codec: cs, SampleRate: rate, Channels: ch}, nil
+}

@@ -1,0 +1,363 @@
+// Package packager turns finished chunks into what players fetch: it writes each rendition's
+// CMAF segments to the bucket, then the HLS media playlists that list them, then the
+// multivariant playlist, always in that order, so a player never sees a playlist naming a
+// segment that is not there yet. Chunks finish out of order; the packager lists them in
+// sequence order, and turns a chunk that never comes into an explicit gap.
+package packager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/storage"
+)
+
+// Config tunes the packager.
+type Config struct {
+	// Window is how many segments a live media playlist lists.
+	Window int
+	// GapTimeout is how long a missing chunk is waited for, while later ones are ready, before
+	// it is listed as a gap.
+	GapTimeout time.Duration
+	// Concurrency is how many finished chunks are handled at once (different streams run in
+	// parallel; one stream's chunks are always handled one at a time).
+	Concurrency int
+	// ChunkTarget is the ingest's chunk duration, the floor of the playlists' target duration.
+	ChunkTarget time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Window <= 0 {
+		c.Window = 6
+	}
+	if c.GapTimeout <= 0 {
+		c.GapTimeout = 15 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.ChunkTarget <= 0 {
+		c.ChunkTarget = 2 * time.Second
+	}
+}
+
+// Queue is what the packager needs from the queue.
+type Queue interface {
+	ConsumeSegments(ctx context.Context, n int, handler func(context.Context, *queue.Job[queue.Segment])) error
+	RenditionBytes(ctx context.Context, name string) ([]byte, error)
+	DeleteRendition(ctx context.Context, name string) error
+}
+
+// StateStore keeps each stream's packaging state, so a restarted packager continues the
+// numbering instead of going backwards.
+type StateStore interface {
+	Get(ctx context.Context, key string) ([]byte, uint64, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
+// Service is a packager.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	q     Queue
+	store storage.Store
+	state StateStore
+
+	mu      sync.Mutex
+	streams map[string]*streamLock
+
+	listed   atomic.Int64
+	gaps     atomic.Int64
+	putFails atomic.Int64
+}
+
+type streamLock struct {
+	mu sync.Mutex
+	st *state // nil until loaded
+}
+
+// New returns a packager.
+func New(cfg Config, log *slog.Logger, q Queue, store storage.Store, st StateStore) *Service {
+	cfg.defaults()
+	return &Service{cfg: cfg, log: log, q: q, store: store, state: st, streams: make(map[string]*streamLock)}
+}
+
+// Stats are the packager's counters: segments listed, gaps listed, storage writes that failed
+// (and were retried).
+func (s *Service) Stats() (listed, gaps, putFailures int64) {
+	return s.listed.Load(), s.gaps.Load(), s.putFails.Load()
+}
+
+// Run consumes finished chunks until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	s.log.Info("packager started", "window", s.cfg.Window)
+	go s.gapLoop(ctx)
+	return s.q.ConsumeSegments(ctx, s.cfg.Concurrency, s.handle)
+}
+
+func (s *Service) lock(streamID string) *streamLock {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.streams[streamID]
+	if l == nil {
+		l = &streamLock{}
+		s.streams[streamID] = l
+	}
+	return l
+}
+
+func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
+	seg := &job.Body
+	log := s.log.With("stream_id", seg.StreamID, "session_id", seg.SessionID, "seq", seg.Seq)
+	// Finish what was started even if shutdown begins: a half-listed chunk helps nobody.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+
+	l := s.lock(seg.StreamID)
+	l.mu.Lock()
+	err := s.accept(wctx, l, seg, log)
+	l.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, errPoison) {
+			log.Error("dropping undecodable segment message", "err", err)
+			_ = job.Reject(err.Error())
+			return
+		}
+		log.Warn("packaging failed; will retry", "err", err)
+		_ = job.Retry(time.Second)
+		return
+	}
+	if err := job.Ack(wctx); err != nil {
+		log.Warn("ack failed", "err", err)
+		return
+	}
+	for _, r := range seg.Renditions {
+		if !r.Failed {
+			_ = s.q.DeleteRendition(wctx, r.Init)
+			_ = s.q.DeleteRendition(wctx, r.Media)
+		}
+	}
+}
+
+var errPoison = errors.New("poison segment message")
+
+// accept uploads seg's segments, records it as ready, lists everything now in order, and saves
+// the state. It is idempotent: a redelivered message rewrites the same keys and lists nothing
+// twice.
+func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment, log *slog.Logger) error {
+	if seg.StreamID == "" || seg.SessionID == "" {
+		return fmt.Errorf("%w: missing stream or session id", errPoison)
+	}
+	st, err := s.load(ctx, l, seg.StreamID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case seg.SessionID < st.Session:
+		log.Info("segment of an earlier session arrived late; ignored")
+		return nil
+	case seg.SessionID > st.Session:
+		s.startSession(st, seg.SessionID, log)
+	}
+	if seg.Seq < st.NextSeq || st.Ended {
+		return nil // already listed
+	}
+	n := st.Base + seg.Seq
+	maps, err := s.uploadSegments(ctx, st, seg, n)
+	if err != nil {
+		return err
+	}
+	st.noteRenditions(seg)
+	p := pendingFrom(seg)
+	for name, uri := range maps {
+		si := p.Renditions[name]
+		si.Map = uri
+		p.Renditions[name] = si
+	}
+	st.Pending[seg.Seq] = p
+	if len(st.Pending) == 1 || st.WaitingSince.IsZero() {
+		st.WaitingSince = time.Now()
+	}
+	return s.advance(ctx, st, log)
+}
+
+// advance lists every pending chunk that is next in order, then publishes playlists and saves.
+func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) error {
+	changed := false
+	for {
+		p, ok := st.Pending[st.NextSeq]
+		if !ok {
+			break
+		}
+		delete(st.Pending, st.NextSeq)
+		st.list(p, st.Base+st.NextSeq)
+		if p.Gap {
+			s.gaps.Add(1)
+			log.Warn("listing a gap", "seq", st.NextSeq, "reason", p.Error)
+		} else {
+			s.listed.Add(1)
+		}
+		st.NextSeq++
+		changed = true
+		if p.Last {
+			st.Ended = true
+			st.Pending = map[uint64]*pending{}
+			log.Info("session ended; playlists closed")
+			break
+		}
+	}
+	if len(st.Pending) > 0 {
+		if changed {
+			st.WaitingSince = time.Now()
+		}
+	} else {
+		st.WaitingSince = time.Time{}
+	}
+	if changed {
+		st.trim(s.cfg.Window)
+		if err := s.publish(ctx, st); err != nil {
+			return err
+		}
+	}
+	return s.save(ctx, st)
+}
+
+func (s *Service) startSession(st *state, session string, log *slog.Logger) {
+	if st.Session != "" && !st.Ended {
+		log.Info("new session replaces one that never ended", "previous_session", st.Session)
+	}
+	st.Session = session
+	st.Base = st.NextN
+	st.NextSeq = 0
+	st.Ended = false
+	st.Pending = map[uint64]*pending{}
+	st.WaitingSince = time.Time{}
+	st.SessionStart = true
+}
+
+// uploadSegments writes seg's init and media segments and returns each rendition's init name.
+func (s *Service) uploadSegments(ctx context.Context, st *state, seg *queue.Segment, n uint64) (map[string]string, error) {
+	maps := map[string]string{}
+	for _, r := range seg.Renditions {
+		if r.Failed {
+			continue
+		}
+		init, err := s.q.RenditionBytes(ctx, r.Init)
+		if err != nil {
+			return nil, err
+		}
+		media, err := s.q.RenditionBytes(ctx, r.Media)
+		if err != nil {
+			return nil, err
+		}
+		mapURI := st.mapFor(r.Name, init, n)
+		if err := s.put(ctx, st.key(r.Name, mapURI), init, true); err != nil {
+			return nil, err
+		}
+		if err := s.put(ctx, st.key(r.Name, segmentName(n)), media, true); err != nil {
+			return nil, err
+		}
+		maps[r.Name] = mapURI
+	}
+	return maps, nil
+}
+
+// put writes one object, retrying with backoff: a storage outage delays the stream but loses
+// and reorders nothing, because nothing later is listed until this succeeds.
+func (s *Service) put(ctx context.Context, key string, data []byte, live bool) error {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.store.Put(pctx, key, data, storage.HeadersFor(key, live))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		s.putFails.Add(1)
+		if ctx.Err() != nil || attempt >= 8 {
+			return err
+		}
+		s.log.Warn("storage write failed; retrying", "key", key, "attempt", attempt, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (s *Service) load(ctx context.Context, l *streamLock, streamID string) (*state, error) {
+	if l.st != nil {
+		return l.st, nil
+	}
+	b, _, err := s.state.Get(ctx, stateKey(streamID))
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		l.st = newState(streamID, s.cfg.ChunkTarget)
+	case err != nil:
+		return nil, err
+	default:
+		st := newState(streamID, s.cfg.ChunkTarget)
+		if err := json.Unmarshal(b, st); err != nil {
+			return nil, fmt.Errorf("packager: corrupt state for %s: %w", streamID, err)
+		}
+		if st.Pending == nil {
+			st.Pending = map[uint64]*pending{}
+		}
+		l.st = st
+	}
+	return l.st, nil
+}
+
+func (s *Service) save(ctx context.Context, st *state) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = s.state.Put(ctx, stateKey(st.StreamID), b)
+	return err
+}
+
+func stateKey(streamID string) string { return "packager." + streamID }
+
+// gapLoop lists a gap for a chunk that has not come while later ones wait, so one lost chunk
+// never stalls a stream.
+func (s *Service) gapLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		locks := make([]*streamLock, 0, len(s.streams))
+		for _, l := range s.streams {
+			locks = append(locks, l)
+		}
+		s.mu.Unlock()
+		for _, l := range locks {
+			l.mu.Lock()
+			st := l.st
+			if st != nil && len(st.Pending) > 0 && !st.WaitingSince.IsZero() && time.Since(st.WaitingSince) > s.cfg.GapTimeout {
+				log := s.log.With("stream_id", st.StreamID, "session_id", st.Session)
+				st.Pending[st.NextSeq] = st.gapFor(st.NextSeq)
+				if err := s.advance(ctx, st, log); err != nil {
+					log.Warn("listing a gap failed; will retry", "err", err)
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,284 @@
+package packager
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"math"
+	"path"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/media"
+	"github.com/gopcast/gopcast/pkg/media/hls"
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+// state is one stream's packaging state. It is saved after every change, so numbering survives
+// a packager restart.
+type state struct {
+	StreamID string `json:"stream_id"`
+	// NextN is the next unused segment number of the stream; numbers run on across sessions so
+	// a live URL keeps working when a publisher reconnects.
+	NextN        uint64              `json:"next_n"`
+	Session      string              `json:"session"`
+	Base         uint64              `json:"base"`     // segment number of the session's seq 0
+	NextSeq      uint64              `json:"next_seq"` // the session's next seq to list
+	Ended        bool                `json:"ended"`
+	SessionStart bool                `json:"session_start"` // the next listed entry opens a session
+	Pending      map[uint64]*pending `json:"pending"`
+	WaitingSince time.Time           `json:"waiting_since"`
+	Window       []entry             `json:"window"`
+	// DiscSeq counts discontinuities that have left the window (EXT-X-DISCONTINUITY-SEQUENCE).
+	DiscSeq uint64 `json:"disc_seq"`
+	// Target is the playlists' target duration; it only grows, as HLS requires.
+	Target     int                  `json:"target"`
+	Renditions map[string]*rendInfo `json:"renditions"`
+	// Maps hold each rendition's current init segment: its content hash and name.
+	Maps map[string]mapInfo `json:"maps"`
+}
+
+type mapInfo struct {
+	Hash string `json:"hash"`
+	URI  string `json:"uri"`
+}
+
+type rendInfo struct {
+	Kind      string  `json:"kind"`
+	Codec     string  `json:"codec"`
+	Width     int     `json:"width,omitempty"`
+	Height    int     `json:"height,omitempty"`
+	FPS       float64 `json:"fps,omitempty"`
+	Channels  int     `json:"channels,omitempty"`
+	Peak      int     `json:"peak"`    // highest segment bitrate seen
+	Bits      float64 `json:"bits"`    // total bits listed, for the average
+	Seconds   float64 `json:"seconds"` // total seconds listed
+	Nominal   int     `json:"nominal"` // the ladder's target bitrate, 0 for source and audio
+	FirstSeen uint64  `json:"first_seen"`
+}
+
+// pending is a finished chunk waiting for its turn to be listed.
+type pending struct {
+	Seq        uint64                 `json:"seq"`
+	Start      int64                  `json:"start"`
+	Duration   int64                  `json:"duration"`
+	Last       bool                   `json:"last,omitempty"`
+	Gap        bool                   `json:"gap,omitempty"`
+	Error      string                 `json:"error,omitempty"`
+	Renditions map[string]segmentInfo `json:"renditions"`
+}
+
+type segmentInfo struct {
+	Duration float64 `json:"duration"` // seconds
+	Bytes    int     `json:"bytes"`
+	Failed   bool    `json:"failed,omitempty"`
+	Map      string  `json:"map"`
+}
+
+// entry is one listed segment number.
+type entry struct {
+	N             uint64                 `json:"n"`
+	Duration      float64                `json:"duration"` // seconds, the chunk's
+	Discontinuity bool                   `json:"disc,omitempty"`
+	Gap           bool                   `json:"gap,omitempty"`
+	Renditions    map[string]segmentInfo `json:"renditions"`
+}
+
+func newState(streamID string, target time.Duration) *state {
+	return &state{
+		StreamID:   streamID,
+		Pending:    map[uint64]*pending{},
+		Target:     int(math.Ceil(target.Seconds())),
+		Renditions: map[string]*rendInfo{},
+		Maps:       map[string]mapInfo{},
+	}
+}
+
+func pendingFrom(seg *queue.Segment) *pending {
+	p := &pending{Seq: seg.Seq, Start: seg.Start, Duration: seg.Duration, Last: seg.Last, Gap: seg.Failed,
+		Error: seg.Error, Renditions: map[string]segmentInfo{}}
+	for _, r := range seg.Renditions {
+		p.Renditions[r.Name] = segmentInfo{Duration: float64(r.Duration) / media.Timescale, Bytes: r.Bytes, Failed: r.Failed}
+	}
+	return p
+}
+
+func (st *state) gapFor(seq uint64) *pending {
+	return &pending{Seq: seq, Duration: int64(st.Target) * media.Timescale, Gap: true, Error: "chunk never arrived",
+		Renditions: map[string]segmentInfo{}}
+}
+
+// mapFor returns the init segment name for rendition name given this session's init bytes:
+// the current one if unchanged, otherwise a new name (the first init is "init.mp4"; a changed
+// one is "init-N.mp4", N the first segment using it), so players holding the old one are not
+// broken by an overwrite.
+func (st *state) mapFor(name string, init []byte, n uint64) string {
+	h := sha256.Sum256(init)
+	hash := hex.EncodeToString(h[:8])
+	cur, ok := st.Maps[name]
+	if ok && cur.Hash == hash {
+		return cur.URI
+	}
+	uri := "init.mp4"
+	if ok {
+		uri = "init-" + strconv.FormatUint(n, 10) + ".mp4"
+	}
+	st.Maps[name] = mapInfo{Hash: hash, URI: uri}
+	return uri
+}
+
+func (st *state) key(rendition, file string) string {
+	return path.Join("live", st.StreamID, rendition, file)
+}
+
+func segmentName(n uint64) string { return strconv.FormatUint(n, 10) + ".m4s" }
+
+// list appends a ready chunk to the window as segment number n.
+func (st *state) list(p *pending, n uint64) {
+	e := entry{N: n, Duration: float64(p.Duration) / media.Timescale, Gap: p.Gap, Renditions: map[string]segmentInfo{}}
+	if st.SessionStart {
+		e.Discontinuity = len(st.Window) > 0 || st.NextN > 0
+		st.SessionStart = false
+	}
+	for name, si := range p.Renditions {
+		e.Renditions[name] = si
+		if ri := st.Renditions[name]; ri != nil && !si.Failed && si.Duration > 0 {
+			rate := int(float64(si.Bytes*8) / si.Duration)
+			ri.Peak = max(ri.Peak, rate)
+			ri.Bits += float64(si.Bytes * 8)
+			ri.Seconds += si.Duration
+		}
+		if d := int(math.Round(si.Duration)); d > st.Target {
+			st.Target = d
+		}
+	}
+	if d := int(math.Round(e.Duration)); d > st.Target {
+		st.Target = d
+	}
+	st.Window = append(st.Window, e)
+	st.NextN = max(st.NextN, n+1)
+}
+
+// trim keeps the last window entries, counting discontinuities that leave.
+func (st *state) trim(window int) {
+	for len(st.Window) > window {
+		if st.Window[0].Discontinuity {
+			st.DiscSeq++
+		}
+		st.Window = st.Window[1:]
+	}
+}
+
+// noteRenditions records what the multivariant playlist needs to know about each rendition.
+func (st *state) noteRenditions(seg *queue.Segment) {
+	for _, r := range seg.Renditions {
+		if r.Failed {
+			continue
+		}
+		ri := st.Renditions[r.Name]
+		if ri == nil {
+			ri = &rendInfo{FirstSeen: st.Base + seg.Seq}
+			st.Renditions[r.Name] = ri
+		}
+		ri.Kind, ri.Codec, ri.Width, ri.Height, ri.FPS, ri.Channels = r.Kind, r.Codec, r.Width, r.Height, r.FPS, r.Channels
+		if r.Name != "source" && r.Kind == "video" {
+			ri.Nominal = r.Bandwidth
+		}
+	}
+}
+
+// mediaPlaylist renders rendition name's live playlist.
+func (st *state) mediaPlaylist(name string) ([]byte, error) {
+	p := hls.MediaPlaylist{
+		TargetDuration:        st.Target,
+		DiscontinuitySequence: st.DiscSeq,
+		Ended:                 st.Ended,
+	}
+	if len(st.Window) > 0 {
+		p.MediaSequence = st.Window[0].N
+	}
+	curMap := ""
+	for i, e := range st.Window {
+		si, ok := e.Renditions[name]
+		seg := hls.Segment{URI: segmentName(e.N), Duration: e.Duration, Discontinuity: e.Discontinuity}
+		if ok && !si.Failed && !e.Gap {
+			if si.Duration > 0 {
+				seg.Duration = si.Duration
+			}
+			if si.Map != "" && si.Map != curMap {
+				if i == 0 {
+					p.MapURI = si.Map
+				} else {
+					seg.MapURI = si.Map
+				}
+				curMap = si.Map
+			}
+		} else {
+			seg.Gap = true
+		}
+		p.Segments = append(p.Segments, seg)
+	}
+	if p.MapURI == "" {
+		p.MapURI = "init.mp4"
+	}
+	return p.Render()
+}
+
+// master renders the multivariant playlist from the renditions seen so far.
+func (st *state) master() ([]byte, error) {
+	var audio *hls.AudioRendition
+	audioRate := 0
+	if a := st.Renditions["audio"]; a != nil {
+		audio = &hls.AudioRendition{GroupID: "audio", Name: "Audio", URI: "audio/index.m3u8", Codecs: a.Codec,
+			Channels: a.Channels, Default: true}
+		audioRate = max(a.Peak, 1)
+	}
+	var variants []hls.Variant
+	names := make([]string, 0, len(st.Renditions))
+	for n := range st.Renditions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		r := st.Renditions[n]
+		if r.Kind != "video" {
+			continue
+		}
+		peak := max(r.Peak, r.Nominal)
+		avg := peak
+		if r.Seconds > 0 {
+			avg = int(r.Bits / r.Seconds)
+		}
+		codecs := r.Codec
+		if audio != nil {
+			codecs += "," + audio.Codecs
+		}
+		variants = append(variants, hls.Variant{URI: n + "/index.m3u8", Bandwidth: peak + audioRate,
+			AverageBandwidth: avg + audioRate, Width: r.Width, Height: r.Height, FrameRate: r.FPS, Codecs: codecs})
+	}
+	return hls.Master(variants, audio)
+}
+
+// publish writes every rendition's media playlist, then the multivariant playlist.
+func (s *Service) publish(ctx context.Context, st *state) error {
+	names := make([]string, 0, len(st.Renditions))
+	for n := range st.Renditions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b, err := st.mediaPlaylist(n)
+		if err != nil {
+			return err
+		}
+		if err := s.put(ctx, st.key(n, "index.m3u8"), b, !st.Ended); err != nil {
+			return err
+		}
+	}
+	b, err := st.master()
+	if err != nil {
+		return err
+	}
+	return s.put(ctx, path.Join("live", st.StreamID, "master.m3u8"), b, !st.Ended)
+}

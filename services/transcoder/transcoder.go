@@ -1,0 +1,404 @@
+// Package transcoder runs the stateless transcoding workers: each takes one chunk job at a
+// time per slot, encodes the profile's ladder with one ffmpeg process (decoding the chunk
+// once), repackages the source video and the AAC audio untouched, and hands every rendition
+// on to the packagers as CMAF segments that keep the chunk's timeline.
+package transcoder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/media"
+	"github.com/gopcast/gopcast/pkg/media/cmaf"
+	"github.com/gopcast/gopcast/pkg/media/codec"
+	"github.com/gopcast/gopcast/pkg/media/ladder"
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+// Config tunes a worker.
+type Config struct {
+	// Concurrency is how many chunks this worker encodes at once.
+	Concurrency int
+	// DefaultProfile is used for chunks whose stream names none.
+	DefaultProfile string
+	// FFmpeg is the ffmpeg binary.
+	FFmpeg string
+	// TempDir holds chunk and rung files while ffmpeg runs.
+	TempDir string
+	// Attempts is how many times a failing encode is tried before its rungs are reported failed.
+	Attempts int
+	// Threads caps x264 threads per rung (0: ffmpeg decides).
+	Threads int
+	// JobTimeout bounds one chunk's whole encode.
+	JobTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = max(1, runtime.NumCPU()/2)
+	}
+	if c.DefaultProfile == "" {
+		c.DefaultProfile = "default"
+	}
+	if c.FFmpeg == "" {
+		c.FFmpeg = "ffmpeg"
+	}
+	if c.TempDir == "" {
+		c.TempDir = os.TempDir()
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 2
+	}
+	if c.JobTimeout <= 0 {
+		c.JobTimeout = 2 * time.Minute
+	}
+}
+
+// Queue is what a worker needs from the queue.
+type Queue interface {
+	ConsumeChunks(ctx context.Context, n int, handler func(context.Context, *queue.Job[queue.Chunk])) error
+	ChunkBytes(ctx context.Context, job *queue.Chunk) ([]byte, error)
+	DeleteChunk(ctx context.Context, job *queue.Chunk) error
+	PutRendition(ctx context.Context, name string, data []byte) error
+	PublishSegment(ctx context.Context, seg *queue.Segment) error
+}
+
+// Service is a transcoding worker.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+	q   Queue
+
+	busy     atomic.Int64
+	done     atomic.Int64
+	failures atomic.Int64
+}
+
+// New returns a worker.
+func New(cfg Config, log *slog.Logger, q Queue) *Service {
+	cfg.defaults()
+	return &Service{cfg: cfg, log: log, q: q}
+}
+
+// Run takes chunk jobs until ctx ends; jobs in flight then finish (bounded by JobTimeout) and
+// are acknowledged before Run returns.
+func (s *Service) Run(ctx context.Context) error {
+	s.log.Info("transcoder started", "concurrency", s.cfg.Concurrency, "profile", s.cfg.DefaultProfile)
+	return s.q.ConsumeChunks(ctx, s.cfg.Concurrency, s.handle)
+}
+
+// Stats are the worker's counters.
+func (s *Service) Stats() (busy, done, failures int64) {
+	return s.busy.Load(), s.done.Load(), s.failures.Load()
+}
+
+// errPoison marks input that no retry can fix.
+var errPoison = errors.New("poison chunk")
+
+func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Chunk]) {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
+	c := &job.Body
+	log := s.log.With("stream_id", c.StreamID, "session_id", c.SessionID, "seq", c.Seq)
+
+	// Shutdown must not abandon a chunk half done: work continues on a context that is not
+	// cancelled with the worker's, bounded by the job timeout.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.JobTimeout)
+	defer cancel()
+	stop := keepAlive(wctx, job)
+	defer stop()
+
+	start := time.Now()
+	seg, err := s.transcode(wctx, c, log)
+	if err != nil {
+		if errors.Is(err, errPoison) || job.Delivered >= 5 {
+			// Tell the packagers, so the stream shows a gap instead of waiting for this chunk.
+			s.failures.Add(1)
+			log.Error("chunk cannot be transcoded; reporting a gap", "err", err, "delivered", job.Delivered)
+			fail := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
+				Duration: c.Duration, Last: c.Last, Failed: true, Error: err.Error(), Chunk: c.Created}
+			if perr := s.q.PublishSegment(wctx, fail); perr != nil {
+				log.Warn("reporting the gap failed; retrying the job", "err", perr)
+				_ = job.Retry(2 * time.Second)
+				return
+			}
+			_ = job.Reject(err.Error())
+			_ = s.q.DeleteChunk(wctx, c)
+			return
+		}
+		log.Warn("chunk failed; handing it back", "err", err, "delivered", job.Delivered)
+		_ = job.Retry(time.Duration(job.Delivered) * time.Second)
+		return
+	}
+	if err := s.q.PublishSegment(wctx, seg); err != nil {
+		log.Warn("publishing segment failed; handing the job back", "err", err)
+		_ = job.Retry(time.Second)
+		return
+	}
+	if err := job.Ack(wctx); err != nil {
+		// The segment is out; a redelivery rewrites the same objects and is de-duplicated.
+		log.Warn("ack failed", "err", err)
+		return
+	}
+	_ = s.q.DeleteChunk(wctx, c)
+	s.done.Add(1)
+	log.Debug("chunk transcoded", "renditions", len(seg.Renditions), "took", time.Since(start))
+}
+
+// keepAlive tells JetStream the job is still being worked on until stop is called.
+func keepAlive(ctx context.Context, job interface{ InProgress() error }) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = job.InProgress()
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logger) (*queue.Segment, error) {
+	seg := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
+		Duration: c.Duration, Last: c.Last, Chunk: c.Created}
+	if c.Object == "" {
+		return seg, nil // an empty last chunk only ends the session
+	}
+	data, err := s.q.ChunkBytes(ctx, c)
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil, fmt.Errorf("%w: chunk bytes gone: %v", errPoison, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	dem, err := cmaf.Demux(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errPoison, err)
+	}
+	if len(dem.Video) == 0 || dem.H264 == nil {
+		return nil, fmt.Errorf("%w: chunk has no video", errPoison)
+	}
+	rebaseVideo(dem.Video, c.Start-c.TSBase)
+	rebaseAudio(dem.Audio, c.Start-c.TSBase)
+	end := c.Start + c.Duration
+	fragSeq := uint32(c.Seq + 1)
+	prefix := c.ID() + "/"
+
+	// Source rendition: the publisher's own video, repackaged.
+	src, err := s.videoRendition("source", fragSeq, *dem.H264, dem.Video, end, prefix, ctx)
+	if err != nil {
+		return nil, err
+	}
+	srcBits := src.Bytes * 8
+	srcRate := int(float64(srcBits) / (float64(c.Duration) / media.Timescale))
+	src.Bandwidth = srcRate
+	renditions := []queue.Rendition{*src}
+
+	if len(dem.Audio) > 0 && dem.AAC != nil {
+		a, err := s.audioRendition(fragSeq, *dem.AAC, dem.Audio, c.AudioOrigin, prefix, ctx)
+		if err != nil {
+			return nil, err
+		}
+		renditions = append(renditions, *a)
+	}
+
+	profName := c.Profile
+	if profName == "" {
+		profName = s.cfg.DefaultProfile
+	}
+	prof, err := ladder.Lookup(profName)
+	if err != nil {
+		log.Warn("unknown profile; using the default", "profile", profName)
+		prof, _ = ladder.Lookup(s.cfg.DefaultProfile)
+	}
+	rungs := prof.Select(src.Height, srcRate)
+	if len(rungs) > 0 {
+		encoded := s.encodeRungs(ctx, c, data, dem, prof, rungs, fragSeq, prefix, log)
+		renditions = append(renditions, encoded...)
+	}
+	seg.Renditions = renditions
+	return seg, nil
+}
+
+func (s *Service) videoRendition(name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64, prefix string, ctx context.Context) (*queue.Rendition, error) {
+	init, err := cmaf.VideoInit(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s init: %v", errPoison, name, err)
+	}
+	frag, err := cmaf.VideoFragment(seq, frames, end)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s fragment: %v", errPoison, name, err)
+	}
+	cs, err := codec.H264Codec(cfg.SPS)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errPoison, err)
+	}
+	w, h, fps, _ := codec.H264Info(cfg.SPS)
+	if fps == 0 {
+		fps = estimateFPS(frames)
+	}
+	r := &queue.Rendition{Name: name, Kind: "video", Codec: cs, Width: w, Height: h, FPS: fps,
+		Init: prefix + name + "/init.mp4", Media: prefix + name + "/media.m4s", Bytes: len(frag),
+		Start: minPTS(frames), Duration: end - frames[0].DTS, Timescale: media.Timescale}
+	if err := s.q.PutRendition(ctx, r.Init, init); err != nil {
+		return nil, err
+	}
+	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *Service) audioRendition(seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64, prefix string, ctx context.Context) (*queue.Rendition, error) {
+	init, err := cmaf.AudioInit(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: audio init: %v", errPoison, err)
+	}
+	frag, err := cmaf.AudioFragment(seq, frames, cfg, origin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: audio fragment: %v", errPoison, err)
+	}
+	cs, err := codec.AACCodec(cfg.ASC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errPoison, err)
+	}
+	rate, ch, _ := codec.AACInfo(cfg.ASC)
+	dur := int64(len(frames)) * 1024 * media.Timescale / int64(max(rate, 1))
+	r := &queue.Rendition{Name: "audio", Kind: "audio", Codec: cs, Channels: ch,
+		Init: prefix + "audio/init.mp4", Media: prefix + "audio/media.m4s", Bytes: len(frag),
+		Start: frames[0].PTS, Duration: dur, Timescale: media.Timescale,
+		Bandwidth: int(float64(len(frag)*8) / (float64(dur) / media.Timescale))}
+	if err := s.q.PutRendition(ctx, r.Init, init); err != nil {
+		return nil, err
+	}
+	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// encodeRungs runs ffmpeg once for every rung, retrying a failed run; rungs that still fail are
+// reported as failed renditions, never dropped silently.
+func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
+	dir, err := os.MkdirTemp(s.cfg.TempDir, "gopcast-chunk-")
+	if err != nil {
+		return failed(rungs, err)
+	}
+	defer os.RemoveAll(dir)
+	in := filepath.Join(dir, "in.ts")
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		return failed(rungs, err)
+	}
+	fps := 0.0
+	if c.Video != nil {
+		fps = c.Video.FPS
+	}
+	if fps <= 0 {
+		fps = estimateFPS(dem.Video)
+	}
+	job := ladder.Job{Input: in, OutDir: dir, Rungs: rungs, Preset: prof.Preset,
+		GOP: max(1, int(math.Round(fps*2))), Threads: s.cfg.Threads}
+
+	var runErr error
+	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
+		if runErr = runFFmpeg(ctx, s.cfg.FFmpeg, job.Args()); runErr == nil {
+			break
+		}
+		log.Warn("ffmpeg failed", "attempt", attempt, "err", runErr)
+	}
+	if runErr != nil {
+		return failed(rungs, runErr)
+	}
+	out := make([]queue.Rendition, 0, len(rungs))
+	for _, r := range rungs {
+		rend, err := s.rungRendition(ctx, job.Output(r), r, c, len(dem.Video), seq, prefix)
+		if err != nil {
+			log.Error("rung failed", "rendition", r.Name, "err", err)
+			out = append(out, queue.Rendition{Name: r.Name, Kind: "video", Height: r.Height, Failed: true, Error: err.Error()})
+			continue
+		}
+		out = append(out, *rend)
+	}
+	return out
+}
+
+func (s *Service) rungRendition(ctx context.Context, path string, r ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string) (*queue.Rendition, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dem, err := cmaf.Demux(b)
+	if err != nil {
+		return nil, fmt.Errorf("ffmpeg output: %w", err)
+	}
+	if len(dem.Video) != framesIn {
+		return nil, fmt.Errorf("ffmpeg output has %d frames for %d in", len(dem.Video), framesIn)
+	}
+	rebaseVideo(dem.Video, c.Start-c.TSBase)
+	// The encoder's decode times run a constant reorder delay ahead of the source's, so the
+	// next chunk's first decode time is this one's plus the chunk duration.
+	end := dem.Video[0].DTS + c.Duration
+	rend, err := s.videoRendition(r.Name, seq, *dem.H264, dem.Video, end, prefix, ctx)
+	if err != nil {
+		return nil, err
+	}
+	rend.Bandwidth = r.Bitrate
+	return rend, nil
+}
+
+func failed(rungs []ladder.Rung, err error) []queue.Rendition {
+	out := make([]queue.Rendition, len(rungs))
+	for i, r := range rungs {
+		out[i] = queue.Rendition{Name: r.Name, Kind: "video", Height: r.Height, Failed: true, Error: err.Error()}
+	}
+	return out
+}
+
+func rebaseVideo(frames []media.VideoFrame, off int64) {
+	for i := range frames {
+		frames[i].PTS += off
+		frames[i].DTS += off
+	}
+}
+
+func rebaseAudio(frames []media.AudioFrame, off int64) {
+	for i := range frames {
+		frames[i].PTS += off
+	}
+}
+
+func minPTS(frames []media.VideoFrame) int64 {
+	m := frames[0].PTS
+	for _, f := range frames {
+		m = min(m, f.PTS)
+	}
+	return m
+}
+
+func estimateFPS(frames []media.VideoFrame) float64 {
+	if len(frames) < 2 {
+		return 30
+	}
+	span := frames[len(frames)-1].DTS - frames[0].DTS
+	if span <= 0 {
+		return 30
+	}
+	return float64(len(frames)-1) * media.Timescale / float64(span)
+}

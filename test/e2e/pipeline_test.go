@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"math"
+	"path"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopcast/gopcast/internal/testenv"
+)
+
+// TestPublishToAdaptiveHLS is the spine: 20 s of 720p30 pushed over RTMP become adaptive HLS in
+// the bucket that decodes without an error, with continuous timelines in every rendition.
+func TestPublishToAdaptiveHLS(t *testing.T) {
+	ffmpeg, ffprobe := testenv.FFmpeg(t)
+	minio := testenv.MinIO(t)
+	g := startAll(t, minio, ffmpeg)
+
+	s := g.createStream(t, `{"name": "spine test"}`)
+	if s.StreamKey == "" || !strings.HasPrefix(s.PublishURL, s.RTMPURL+"/") || s.Status != "idle" {
+		t.Fatalf("create response: %+v", s)
+	}
+	wantHLS := minio.PublicBaseURL() + "/live/" + s.ID + "/master.m3u8"
+	if s.Playback.HLS != wantHLS {
+		t.Fatalf("playback.hls = %q, want %q", s.Playback.HLS, wantHLS)
+	}
+
+	const seconds = 20
+	w := newWatcher(t, strings.TrimSuffix(s.Playback.HLS, "master.m3u8"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pubDone := make(chan error, 1)
+	go func() {
+		out, err := publish(ctx, ffmpeg, g.rtmp+"/"+s.StreamKey, seconds)
+		if err != nil {
+			t.Logf("ffmpeg publisher: %v\n%s", err, out)
+		}
+		pubDone <- err
+	}()
+	// Watch the live playlists while the publisher runs, as a player would.
+	ticker := time.NewTicker(500 * time.Millisecond)
+	defer ticker.Stop()
+	for running := true; running; {
+		select {
+		case err := <-pubDone:
+			if err != nil {
+				t.Fatalf("publisher failed: %v", err)
+			}
+			running = false
+		case <-ticker.C:
+			w.poll()
+		}
+	}
+	waitEnded(t, w, 90*time.Second)
+
+	m := w.master
+	if len(m.variants) < 3 {
+		t.Fatalf("master lists %d variants, want source + 720p-or-lower rungs: %+v", len(m.variants), m.variants)
+	}
+	if m.audioURI == "" {
+		t.Fatal("master lists no audio rendition")
+	}
+	var rends []string
+	for _, v := range m.variants {
+		rends = append(rends, path.Dir(v.uri))
+		if !strings.Contains(v.codecs, "avc1.") || !strings.Contains(v.codecs, "mp4a.40.2") {
+			t.Errorf("variant %s CODECS=%q", v.uri, v.codecs)
+		}
+	}
+	rends = append(rends, path.Dir(m.audioURI))
+
+	// Every rendition lists the same contiguous segment numbers from 0.
+	var count int
+	starts := map[string][]float64{}
+	for _, r := range rends {
+		seen := w.seen[r]
+		ns := make([]uint64, 0, len(seen))
+		for n := range seen {
+			ns = append(ns, n)
+		}
+		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+		for i, n := range ns {
+			if n != uint64(i) {
+				t.Fatalf("%s: segment numbers seen %v: missing %d", r, ns, i)
+			}
+			if seen[n].gap {
+				t.Errorf("%s: segment %d is a gap", r, n)
+			}
+		}
+		if count == 0 {
+			count = len(ns)
+		} else if len(ns) != count {
+			t.Errorf("%s lists %d segments, others %d", r, len(ns), count)
+		}
+		segs := make([]playlistSegment, len(ns))
+		total := 0.0
+		for i, n := range ns {
+			segs[i] = seen[n]
+			total += seen[n].duration
+		}
+		if math.Abs(total-seconds) > 2.1 {
+			t.Errorf("%s: playlist durations add to %.2f s for %d s published", r, total, seconds)
+		}
+
+		whole, files := fetchRendition(t, w.base, r, "init.mp4", segs)
+		if msg := decodeErrors(t, ffmpeg, whole); msg != "" {
+			t.Errorf("%s: decoding reported errors:\n%s", r, msg)
+		}
+		pk := probePackets(t, ffprobe, whole)
+		checkContinuity(t, r, pk)
+		span := pk[len(pk)-1].DTS + pk[len(pk)-1].Duration - pk[0].DTS
+		if math.Abs(span-seconds) > 2.1 {
+			t.Errorf("%s: media spans %.2f s for %d s published", r, span, seconds)
+		}
+		if r != "audio" && len(pk) != seconds*30 {
+			t.Errorf("%s: %d video frames, published %d", r, len(pk), seconds*30)
+		}
+		for _, f := range files {
+			starts[r] = append(starts[r], minPTS(probePackets(t, ffprobe, f)))
+		}
+		t.Logf("%s: %d segments, %d packets, %.3f s", r, len(segs), len(pk), span)
+	}
+	// The n-th segment of every rendition starts at the same instant (audio within a frame).
+	for i := 0; i < count; i++ {
+		ref := starts["source"][i]
+		for _, r := range rends {
+			tol := 0.5 / 30
+			if r == "audio" {
+				tol = 1024.0 / 48000
+			}
+			if d := math.Abs(starts[r][i] - ref); d > tol {
+				t.Errorf("segment %d: %s starts at %.4f s, source at %.4f s", i, r, starts[r][i], ref)
+			}
+		}
+	}
+}
+
+// TestWrongKeyRefused: a publish with an unknown key is refused at publish time, ffmpeg sees the
+// refusal, and nothing is written to the bucket.
+func TestWrongKeyRefused(t *testing.T) {
+	ffmpeg, _ := testenv.FFmpeg(t)
+	minio := testenv.MinIO(t)
+	g := startAll(t, minio, ffmpeg)
+	s := g.createStream(t, `{"name": "real"}`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := publish(ctx, ffmpeg, g.rtmp+"/sk_wrong"+s.StreamKey[8:], 10)
+	if err == nil {
+		t.Fatalf("ffmpeg publishing with a wrong key succeeded:\n%s", out)
+	}
+	if time.Since(start) > 8*time.Second {
+		t.Errorf("refusal took %s; it should come at publish time", time.Since(start))
+	}
+	t.Logf("ffmpeg saw: %v: %s", err, strings.TrimSpace(out))
+	objs, _, _ := httpGet(minio.PublicBaseURL() + "/live/" + s.ID + "/master.m3u8")
+	if len(objs) > 0 && strings.Contains(string(objs), "#EXTM3U") {
+		t.Fatal("a playlist was written for a refused publish")
+	}
+	if !strings.Contains(g.logs.String(), "RTMP publish refused") {
+		t.Error("the refusal is not in the logs")
+	}
+	if strings.Contains(g.logs.String(), s.StreamKey) {
+		t.Error("a stream key appears in the logs")
+	}
+}
