@@ -263,3 +263,6 @@ func loadOrCreateToken(path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// NATSURL is the URL of the NATS server the process uses (the embedded one's, if any).
+func (a *App) NATSURL() string { <-a.started; return a.q.ClientURL() }

@@ -31,7 +31,7 @@ gopcast is running (all roles in one process).
 Create a stream:
   curl -s -H 'Authorization: Bearer %[2]s' -d '{"name":"my stream"}' %[1]s/v1/streams
 Publish to its publish_url with OBS, or with ffmpeg:
-  ffmpeg -re -i input.mp4 -c:v libx264 -g 60 -c:a aac -f flv rtmp://localhost:1935/live/STREAM_KEY
+  ffmpeg -re -i input.mp4 -c:v libx264 -g 60 -c:a aac -f flv %[3]s/STREAM_KEY
 Watch its playback.hls URL:
   ffplay %[4]s/live/STREAM_ID/master.m3u8
 `, api, token, rtmp, a.cfg.PublicBaseURL)

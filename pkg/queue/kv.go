@@ -98,3 +98,57 @@ func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
+
+// KeysMatching lists the keys matching a NATS subject filter such as "stream.>".
+func (k *KV) KeysMatching(ctx context.Context, filter string) ([]string, error) {
+	l, err := k.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("queue: keys %s/%s: %w", k.name, filter, err)
+	}
+	var keys []string
+	for key := range l.Keys() {
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// Change is one update seen by Watch.
+type Change struct {
+	Key     string
+	Value   []byte
+	Deleted bool
+}
+
+// Watch streams changes to keys matching filter, from now on, until ctx ends. The channel is
+// closed when the watch ends.
+func (k *KV) Watch(ctx context.Context, filter string) (<-chan Change, error) {
+	w, err := k.kv.Watch(ctx, filter, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("queue: watch %s/%s: %w", k.name, filter, err)
+	}
+	out := make(chan Change, 64)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				c := Change{Key: e.Key(), Value: e.Value(), Deleted: e.Operation() != jetstream.KeyValuePut}
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}

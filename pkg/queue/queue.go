@@ -217,6 +217,9 @@ func (c *Conn) setup(ctx context.Context) error {
 			return fmt.Errorf("queue: consumer %s: %w", cc.cfg.Durable, err)
 		}
 	}
+	if err := c.setupEvents(ctx); err != nil {
+		return err
+	}
 	var err error
 	c.chunks, err = c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: chunkObjects, Description: "chunk bytes", TTL: c.cfg.ObjectTTL, Storage: jetstream.FileStorage,

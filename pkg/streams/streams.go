@@ -30,6 +30,8 @@ var (
 	ErrNotFound   = errors.New("stream not found")
 	ErrUnknownKey = errors.New("unknown or revoked stream key")
 	ErrInvalid    = errors.New("invalid stream")
+	// ErrConflict means concurrent writers kept changing the stream; the caller may retry.
+	ErrConflict = errors.New("stream changed concurrently")
 )
 
 // Stream is a stream's stored record. It never holds the key itself.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,13 @@ type Config struct {
 type Registry interface {
 	Create(ctx context.Context, name, profile string, record bool) (*streams.Stream, string, error)
 	Get(ctx context.Context, id string) (*streams.Stream, error)
+	List(ctx context.Context, limit int, cursor string) ([]*streams.Stream, string, error)
+	Update(ctx context.Context, id string, p streams.Patch) (*streams.Stream, error)
+	RotateKey(ctx context.Context, id string) (*streams.Stream, string, error)
+	Delete(ctx context.Context, id string) error
+	DeleteSessions(ctx context.Context, id string) error
+	Live(ctx context.Context, id string) (*streams.Session, error)
+	Sessions(ctx context.Context, id string, limit int) ([]*streams.Session, error)
 }
 
 // Service serves the API.
@@ -53,13 +61,83 @@ func New(cfg Config, log *slog.Logger, reg Registry) *Service {
 	return &Service{cfg: cfg, log: log, reg: reg}
 }
 
-// Register adds the API's routes to mux.
-func (s *Service) Register(mux *http.ServeMux) {
-	mux.Handle("POST /v1/streams", s.auth(http.HandlerFunc(s.createStream)))
-	mux.Handle("GET /v1/streams/{id}", s.auth(http.HandlerFunc(s.getStream)))
+// Routes are the API's routes, as registered; the OpenAPI document must describe each.
+var Routes = []string{
+	"POST /v1/streams",
+	"GET /v1/streams",
+	"GET /v1/streams/{id}",
+	"PATCH /v1/streams/{id}",
+	"DELETE /v1/streams/{id}",
+	"POST /v1/streams/{id}/rotate-key",
+	"GET /v1/streams/{id}/sessions",
+	"GET /v1/openapi.yaml",
 }
 
-// StreamView is a stream as the API shows it. StreamKey is set only on create and rotate.
+// Register adds the API's routes to mux.
+func (s *Service) Register(mux *http.ServeMux) {
+	handlers := map[string]http.HandlerFunc{
+		"POST /v1/streams":                 s.createStream,
+		"GET /v1/streams":                  s.listStreams,
+		"GET /v1/streams/{id}":             s.getStream,
+		"PATCH /v1/streams/{id}":           s.updateStream,
+		"DELETE /v1/streams/{id}":          s.deleteStream,
+		"POST /v1/streams/{id}/rotate-key": s.rotateKey,
+		"GET /v1/streams/{id}/sessions":    s.listSessions,
+	}
+	for _, r := range Routes {
+		if h, ok := handlers[r]; ok {
+			mux.Handle(r, s.auth(h))
+		}
+	}
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(OpenAPI)
+	})
+	// Anything else under /v1/ gets the API's error shape rather than the mux's plain text:
+	// 405 with Allow for a known path and another method, 404 otherwise.
+	mux.Handle("/v1/", s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(r.URL.Path); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeError(w, &apiError{http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not allowed on " + r.URL.Path})
+			return
+		}
+		s.writeError(w, &apiError{http.StatusNotFound, "not_found", "no such route: " + r.Method + " " + r.URL.Path})
+	})))
+}
+
+// allowedMethods lists the methods the routes accept for path.
+func allowedMethods(path string) []string {
+	var out []string
+	for _, r := range Routes {
+		method, pattern, _ := strings.Cut(r, " ")
+		if matchPattern(pattern, path) {
+			out = append(out, method)
+		}
+	}
+	return out
+}
+
+func matchPattern(pattern, path string) bool {
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if strings.HasPrefix(ps[i], "{") {
+			if xs[i] == "" {
+				return false
+			}
+			continue
+		}
+		if ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// StreamView is a stream as the API shows it. StreamKey and PublishURL are set only on create
+// and rotate.
 type StreamView struct {
 	ID         string    `json:"id"`
 	Name       string    `json:"name"`
@@ -70,7 +148,9 @@ type StreamView struct {
 	PublishURL string    `json:"publish_url,omitempty"`
 	Playback   Playback  `json:"playback"`
 	Status     string    `json:"status"`
+	Live       *LiveView `json:"live,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // Playback are the player URLs of a stream.
@@ -79,7 +159,25 @@ type Playback struct {
 	DASH string `json:"dash"`
 }
 
-func (s *Service) view(st *streams.Stream, key string) StreamView {
+// LiveView is the current session of a live stream and the health of its incoming media.
+type LiveView struct {
+	SessionID string          `json:"session_id"`
+	StartedAt time.Time       `json:"started_at"`
+	Ingest    *streams.Health `json:"ingest,omitempty"`
+}
+
+// SessionView is one publish session.
+type SessionView struct {
+	ID        string     `json:"id"`
+	Status    string     `json:"status"` // live or ended
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at"`
+	Duration  float64    `json:"duration_s"`
+	BytesIn   uint64     `json:"bytes_in"`
+	EndReason string     `json:"end_reason,omitempty"`
+}
+
+func (s *Service) view(ctx context.Context, st *streams.Stream, key string) (StreamView, error) {
 	v := StreamView{
 		ID: st.ID, Name: st.Name, Profile: st.Profile, Record: st.Record, RTMPURL: s.cfg.RTMPURL,
 		Playback: Playback{
@@ -88,12 +186,30 @@ func (s *Service) view(st *streams.Stream, key string) StreamView {
 		},
 		Status:    "idle",
 		CreatedAt: st.CreatedAt,
+		UpdatedAt: st.UpdatedAt,
 	}
 	if key != "" {
 		v.StreamKey = key
 		v.PublishURL = s.cfg.RTMPURL + "/" + key
 	}
-	return v
+	live, err := s.reg.Live(ctx, st.ID)
+	if err != nil {
+		return v, err
+	}
+	if live != nil {
+		v.Status = "live"
+		v.Live = &LiveView{SessionID: live.ID, StartedAt: live.StartedAt, Ingest: live.Health}
+	}
+	return v, nil
+}
+
+func (s *Service) respondStream(w http.ResponseWriter, r *http.Request, status int, st *streams.Stream, key string) {
+	v, err := s.view(r.Context(), st, key)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, status, v)
 }
 
 type createRequest struct {
@@ -124,7 +240,7 @@ func (s *Service) createStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("stream created", "stream_id", st.ID, "profile", st.Profile)
-	writeJSON(w, http.StatusCreated, s.view(st, key))
+	s.respondStream(w, r, http.StatusCreated, st, key)
 }
 
 func (s *Service) getStream(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +249,135 @@ func (s *Service) getStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(st, ""))
+	s.respondStream(w, r, http.StatusOK, st, "")
+}
+
+// listStreams pages through streams in creation order: ?limit=1..100 (default 20)&cursor=.
+func (s *Service) listStreams(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r, "limit", 20, 1, 100)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	list, next, err := s.reg.List(r.Context(), limit, r.URL.Query().Get("cursor"))
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	out := struct {
+		Streams    []StreamView `json:"streams"`
+		NextCursor string       `json:"next_cursor,omitempty"`
+	}{Streams: []StreamView{}, NextCursor: next}
+	for _, st := range list {
+		v, err := s.view(r.Context(), st, "")
+		if err != nil {
+			s.writeError(w, err)
+			return
+		}
+		out.Streams = append(out.Streams, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type updateRequest struct {
+	Name    *string `json:"name"`
+	Profile *string `json:"profile"`
+	Record  *bool   `json:"record"`
+}
+
+func (s *Service) updateStream(w http.ResponseWriter, r *http.Request) {
+	var req updateRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	if req.Name == nil && req.Profile == nil && req.Record == nil {
+		s.writeError(w, &apiError{http.StatusBadRequest, "invalid_request", "nothing to update: give name, profile or record"})
+		return
+	}
+	if req.Profile != nil {
+		if _, err := ladder.Lookup(*req.Profile); err != nil {
+			s.writeError(w, &apiError{http.StatusBadRequest, "invalid_profile", err.Error()})
+			return
+		}
+	}
+	st, err := s.reg.Update(r.Context(), r.PathValue("id"), streams.Patch{Name: req.Name, Profile: req.Profile, Record: req.Record})
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	s.log.Info("stream updated", "stream_id", st.ID)
+	s.respondStream(w, r, http.StatusOK, st, "")
+}
+
+func (s *Service) deleteStream(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.reg.Delete(r.Context(), id); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	// The ingest sees the record go and cuts a live publisher; the history goes with it.
+	if err := s.reg.DeleteSessions(r.Context(), id); err != nil {
+		s.log.Warn("deleting session history failed", "stream_id", id, "err", err)
+	}
+	s.log.Info("stream deleted", "stream_id", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) rotateKey(w http.ResponseWriter, r *http.Request) {
+	st, key, err := s.reg.RotateKey(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	s.log.Info("stream key rotated", "stream_id", st.ID)
+	s.respondStream(w, r, http.StatusOK, st, key)
+}
+
+func (s *Service) listSessions(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r, "limit", 50, 1, 500)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	id := r.PathValue("id")
+	if _, err := s.reg.Get(r.Context(), id); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	list, err := s.reg.Sessions(r.Context(), id, limit)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	now := time.Now()
+	out := struct {
+		Sessions []SessionView `json:"sessions"`
+	}{Sessions: []SessionView{}}
+	for _, se := range list {
+		v := SessionView{ID: se.ID, Status: "ended", StartedAt: se.StartedAt, EndedAt: se.EndedAt, BytesIn: se.BytesIn, EndReason: se.EndReason}
+		end := now
+		if se.EndedAt != nil {
+			end = *se.EndedAt
+		} else {
+			v.Status = "live"
+		}
+		v.Duration = end.Sub(se.StartedAt).Round(time.Millisecond).Seconds()
+		out.Sessions = append(out.Sessions, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, &apiError{http.StatusBadRequest, "invalid_request", fmt.Sprintf("%s must be an integer from %d to %d", name, lo, hi)}
+	}
+	return n, nil
 }
 
 // auth requires one of the configured bearer tokens, compared in constant time.
@@ -201,6 +445,8 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 		ae = &apiError{http.StatusNotFound, "not_found", "stream not found"}
 	case errors.Is(err, streams.ErrInvalid):
 		ae = &apiError{http.StatusBadRequest, "invalid_request", err.Error()}
+	case errors.Is(err, streams.ErrConflict):
+		ae = &apiError{http.StatusConflict, "conflict", "the stream was changed concurrently; retry"}
 	default:
 		s.log.Error("API request failed", "err", err)
 		ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}

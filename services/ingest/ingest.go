@@ -64,21 +64,26 @@ func (c *Config) defaults() {
 	}
 }
 
-// Authorizer resolves a stream key to a stream.
-type Authorizer interface {
+// Registry is what the ingest needs from the stream registry: key checks, the one-publisher
+// lease, and news of streams that were deleted or had their key rotated.
+type Registry interface {
 	Authorize(ctx context.Context, key string) (*streams.Stream, error)
+	Get(ctx context.Context, id string) (*streams.Stream, error)
+	Claim(ctx context.Context, streamID, sessionID string) (*streams.Claim, error)
+	Watch(ctx context.Context) (<-chan string, error)
 }
 
-// Publisher hands finished chunks on.
+// Publisher hands finished chunks and lifecycle events on.
 type Publisher interface {
 	PublishChunk(ctx context.Context, job *queue.Chunk, data []byte) error
+	PublishEvent(ctx context.Context, ev queue.Event) error
 }
 
 // Service is the RTMP ingest.
 type Service struct {
 	cfg  Config
 	log  *slog.Logger
-	auth Authorizer
+	reg  Registry
 	pub  Publisher
 
 	mu       sync.Mutex
@@ -91,10 +96,10 @@ type Service struct {
 }
 
 // New returns an ingest service.
-func New(cfg Config, log *slog.Logger, auth Authorizer, pub Publisher) *Service {
+func New(cfg Config, log *slog.Logger, reg Registry, pub Publisher) *Service {
 	cfg.defaults()
 	return &Service{
-		cfg: cfg, log: log, auth: auth, pub: pub,
+		cfg: cfg, log: log, reg: reg, pub: pub,
 		live:  make(map[string]*session),
 		conns: make(map[net.Conn]struct{}),
 		ready: make(chan struct{}),
@@ -131,6 +136,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	close(s.ready)
 	s.log.Info("RTMP ingest listening", "addr", ln.Addr().String())
+	go s.watchStreams(ctx)
 
 	go func() {
 		<-ctx.Done()
@@ -220,7 +226,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		return fmt.Errorf("%w: unknown application %q (publish to rtmp://HOST/live/STREAM_KEY)", errRefused, app)
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	st, err := s.auth.Authorize(actx, key)
+	st, err := s.reg.Authorize(actx, key)
 	cancel()
 	if err != nil {
 		_ = sc.RejectAction()
@@ -231,13 +237,35 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 	}
 	log = log.With("stream_id", st.ID)
 
-	sess := &session{id: uuidString(), stream: st, started: time.Now()}
-	if !s.claim(sess) {
+	sess := &session{id: uuidString(), stream: st, started: time.Now(), conn: conn}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	claim, err := s.reg.Claim(cctx, st.ID, sess.id)
+	cancel()
+	if err != nil {
 		_ = sc.RejectAction()
-		return fmt.Errorf("%w: stream %s already has a publisher", errRefused, st.ID)
+		if errors.Is(err, streams.ErrBusy) {
+			return fmt.Errorf("%w: stream %s already has a publisher", errRefused, st.ID)
+		}
+		return fmt.Errorf("%w: live lease: %v", errRefused, err)
 	}
-	defer s.release(sess)
 	log = log.With("session_id", sess.id)
+	s.track(sess)
+	endReason := "publisher left"
+	var m *meter
+	defer func() {
+		s.untrack(sess)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if r := sess.kickReason(); r != "" {
+			endReason = r
+		}
+		if err := claim.Release(rctx, sc.BytesReceived(), endReason); err != nil {
+			log.Warn("releasing the live lease failed", "err", err)
+		}
+		if m != nil {
+			s.event(rctx, queue.EventStreamIdle, sess, map[string]any{"reason": endReason, "bytes_in": sc.BytesReceived()})
+		}
+	}()
 
 	r := &gortmplib.Reader{Conn: sc}
 	if err := r.Initialize(); err != nil {
@@ -290,6 +318,19 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		return err
 	}
 	log.Info("publish started", "video", vp.Codec, "width", vp.Width, "height", vp.Height, "audio", ap != nil)
+	base := streams.Health{VideoCodec: vp.Codec, Width: vp.Width, Height: vp.Height}
+	if ap != nil {
+		base.AudioCodec = ap.Codec
+	}
+	m = newMeter(base, ap != nil)
+	s.event(ctx, queue.EventStreamLive, sess, map[string]any{"video": vp, "audio": ap})
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		s.heartbeat(hbCtx, claim, m, sc, sess, log)
+	}()
+	defer func() { stopHB(); <-hbDone }()
 
 	out := newOutbox(s.pub, s.cfg.MaxBacklog, log)
 	outCtx, stopOut := context.WithCancel(context.WithoutCancel(ctx))
@@ -333,6 +374,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		if onlyParameterSets(au) {
 			return // a repeated sequence header, not a frame
 		}
+		m.video(f)
 		done, err := ch.WriteVideo(f)
 		emit(done)
 		if err != nil && fail == nil {
@@ -344,6 +386,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 			if fail != nil || len(au) == 0 {
 				return
 			}
+			m.audio(len(au))
 			done, err := ch.WriteAudio(media.AudioFrame{PTS: ticks(pts), Data: au})
 			emit(done)
 			if err != nil && fail == nil {
@@ -366,21 +409,22 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 	} else {
 		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
 	}
-	log.Info("publish ended", "chunks", ch.Seq(), "reason", endReason(readErr, fail))
-	if fail != nil {
-		return fail
+	if r := sess.kickReason(); r != "" {
+		endReason = r
+	} else if fail != nil {
+		endReason = fail.Error()
+	} else if ctx.Err() != nil {
+		endReason = "server shutting down"
 	}
-	return nil
+	log.Info("publish ended", "chunks", ch.Seq(), "reason", endReason, "read_err", errString(readErr))
+	return fail
 }
 
-func endReason(readErr, fail error) string {
-	if fail != nil {
-		return fail.Error()
+func errString(err error) string {
+	if err == nil {
+		return ""
 	}
-	if readErr == nil {
-		return "closed"
-	}
-	return readErr.Error()
+	return err.Error()
 }
 
 // refuse tells an RTMP client why its publish is refused, with an error status it shows.
@@ -404,23 +448,110 @@ type session struct {
 	id      string
 	stream  *streams.Stream
 	started time.Time
+	conn    net.Conn
+
+	mu     sync.Mutex
+	kicked string
 }
 
-func (s *Service) claim(sess *session) bool {
+// kick ends the session from outside its read loop: the connection is closed, the read fails,
+// and the session ends normally (last chunk flushed, lease released).
+func (se *session) kick(reason string) {
+	se.mu.Lock()
+	if se.kicked == "" {
+		se.kicked = reason
+	}
+	se.mu.Unlock()
+	_ = se.conn.Close()
+}
+
+func (se *session) kickReason() string {
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	return se.kicked
+}
+
+func (s *Service) track(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, busy := s.live[sess.stream.ID]; busy {
-		return false
-	}
 	s.live[sess.stream.ID] = sess
-	return true
 }
 
-func (s *Service) release(sess *session) {
+func (s *Service) untrack(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.live[sess.stream.ID] == sess {
 		delete(s.live, sess.stream.ID)
+	}
+}
+
+// watchStreams cuts a live publisher within moments of its stream being deleted or its key
+// rotated, on whichever ingest instance it is connected to.
+func (s *Service) watchStreams(ctx context.Context) {
+	for ctx.Err() == nil {
+		ch, err := s.reg.Watch(ctx)
+		if err != nil {
+			s.log.Warn("watching streams failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for id := range ch {
+			s.mu.Lock()
+			sess := s.live[id]
+			s.mu.Unlock()
+			if sess == nil {
+				continue
+			}
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := s.reg.Get(gctx, id)
+			cancel()
+			switch {
+			case errors.Is(err, streams.ErrNotFound):
+				s.log.Info("stream deleted; disconnecting its publisher", "stream_id", id, "session_id", sess.id)
+				sess.kick("stream deleted")
+			case err == nil && st.KeyHash != sess.stream.KeyHash:
+				s.log.Info("stream key rotated; disconnecting its publisher", "stream_id", id, "session_id", sess.id)
+				sess.kick("stream key rotated")
+			}
+		}
+	}
+}
+
+// heartbeat keeps the session's live lease fresh with its health figures; losing the lease
+// (another ingest took the stream over) ends the session.
+func (s *Service) heartbeat(ctx context.Context, claim *streams.Claim, m *meter, sc *gortmplib.ServerConn, sess *session, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := claim.Heartbeat(hctx, m.health(sc.BytesReceived()))
+		cancel()
+		if errors.Is(err, streams.ErrBusy) {
+			log.Warn("live lease lost; disconnecting the publisher")
+			sess.kick("live lease lost")
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("heartbeat failed", "err", err)
+		}
+	}
+}
+
+func (s *Service) event(ctx context.Context, kind string, sess *session, data map[string]any) {
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	ev := queue.Event{Kind: kind, StreamID: sess.stream.ID, SessionID: sess.id, Data: data}
+	if err := s.pub.PublishEvent(ectx, ev); err != nil {
+		s.log.Warn("publishing event failed", "kind", kind, "err", err)
 	}
 }
 

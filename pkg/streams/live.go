@@ -1,0 +1,207 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+// LiveTimeout is how old a live claim's heartbeat may be before the stream counts as idle:
+// an ingest that died without a goodbye frees its streams after this.
+const LiveTimeout = 10 * time.Second
+
+// ErrBusy means the stream already has a publisher.
+var ErrBusy = errors.New("stream already has a publisher")
+
+// Health is what ingest measures of a live session's incoming media.
+type Health struct {
+	VideoCodec       string   `json:"video_codec"`
+	AudioCodec       string   `json:"audio_codec,omitempty"`
+	Width            int      `json:"width"`
+	Height           int      `json:"height"`
+	FrameRate        float64  `json:"frame_rate"`
+	BitrateKbps      float64  `json:"bitrate_kbps"`       // all media, over the last 5 s
+	VideoBitrateKbps float64  `json:"video_bitrate_kbps"` // over the last 5 s
+	AudioBitrateKbps float64  `json:"audio_bitrate_kbps"` // over the last 5 s
+	KeyframeInterval float64  `json:"keyframe_interval_s"`
+	BytesIn          uint64   `json:"bytes_in"`
+	Warnings         []string `json:"warnings"`
+}
+
+// Session is one publish of a stream.
+type Session struct {
+	ID        string     `json:"id"`
+	StreamID  string     `json:"stream_id"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	BytesIn   uint64     `json:"bytes_in"`
+	EndReason string     `json:"end_reason,omitempty"`
+	Remote    string     `json:"-"`
+	// UpdatedAt is the last heartbeat of a live session.
+	UpdatedAt time.Time `json:"updated_at"`
+	Health    *Health   `json:"health,omitempty"`
+}
+
+// Live reports whether the session is still being published.
+func (s *Session) Live(now time.Time) bool {
+	return s.EndedAt == nil && now.Sub(s.UpdatedAt) < LiveTimeout
+}
+
+// Claim is a live publish lease on a stream, held by one ingest.
+type Claim struct {
+	reg  *Registry
+	key  string
+	rev  uint64
+	sess Session
+}
+
+// Claim takes the stream's live lease for a new session, or fails with ErrBusy while another
+// publisher's lease is fresh.
+func (r *Registry) Claim(ctx context.Context, streamID, sessionID string) (*Claim, error) {
+	now := time.Now().UTC()
+	c := &Claim{reg: r, key: "live." + streamID, sess: Session{ID: sessionID, StreamID: streamID, StartedAt: now, UpdatedAt: now}}
+	b, _ := json.Marshal(c.sess)
+	rev, err := r.kv.Create(ctx, c.key, b)
+	if errors.Is(err, queue.ErrExists) {
+		old, oldRev, gerr := r.kv.Get(ctx, c.key)
+		if gerr != nil {
+			return nil, gerr
+		}
+		var cur Session
+		if json.Unmarshal(old, &cur) == nil && cur.Live(now) {
+			return nil, ErrBusy
+		}
+		// A stale lease: its ingest died. Close its session record and take over.
+		if cur.ID != "" {
+			end := cur.UpdatedAt
+			cur.EndedAt, cur.EndReason, cur.Health = &end, "ingest lost", nil
+			_ = r.putSession(ctx, &cur)
+		}
+		rev, err = r.kv.Update(ctx, c.key, b, oldRev)
+		if errors.Is(err, queue.ErrConflict) {
+			return nil, ErrBusy
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.rev = rev
+	if err := r.putSession(ctx, &c.sess); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Heartbeat refreshes the lease with current figures. ErrBusy means the lease was lost.
+func (c *Claim) Heartbeat(ctx context.Context, h Health) error {
+	c.sess.UpdatedAt = time.Now().UTC()
+	c.sess.BytesIn = h.BytesIn
+	c.sess.Health = &h
+	b, _ := json.Marshal(c.sess)
+	rev, err := c.reg.kv.Update(ctx, c.key, b, c.rev)
+	if errors.Is(err, queue.ErrConflict) || errors.Is(err, queue.ErrNotFound) {
+		return ErrBusy
+	}
+	if err != nil {
+		return err
+	}
+	c.rev = rev
+	return c.reg.putSession(ctx, &c.sess)
+}
+
+// Release ends the session and frees the lease.
+func (c *Claim) Release(ctx context.Context, bytesIn uint64, reason string) error {
+	now := time.Now().UTC()
+	c.sess.EndedAt, c.sess.UpdatedAt, c.sess.BytesIn, c.sess.EndReason, c.sess.Health = &now, now, bytesIn, reason, nil
+	err1 := c.reg.putSession(ctx, &c.sess)
+	// Only delete our own lease; a newer one stays.
+	cur, rev, err := c.reg.kv.Get(ctx, c.key)
+	if err == nil {
+		var s Session
+		if json.Unmarshal(cur, &s) == nil && s.ID == c.sess.ID && rev == c.rev {
+			err = c.reg.kv.Delete(ctx, c.key)
+		}
+	} else if errors.Is(err, queue.ErrNotFound) {
+		err = nil
+	}
+	return errors.Join(err1, err)
+}
+
+// Session is the claim's session record.
+func (c *Claim) Session() Session { return c.sess }
+
+func (r *Registry) putSession(ctx context.Context, s *Session) error {
+	b, _ := json.Marshal(s)
+	_, err := r.kv.Put(ctx, "session."+s.StreamID+"."+s.ID, b)
+	return err
+}
+
+// Live returns the stream's live session, or nil when it is idle.
+func (r *Registry) Live(ctx context.Context, streamID string) (*Session, error) {
+	b, _, err := r.kv.Get(ctx, "live."+streamID)
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("streams: corrupt live record of %s: %w", streamID, err)
+	}
+	if !s.Live(time.Now()) {
+		return nil, nil
+	}
+	return &s, nil
+}
+
+// Sessions lists a stream's publish sessions, newest first, at most limit.
+func (r *Registry) Sessions(ctx context.Context, streamID string, limit int) ([]*Session, error) {
+	keys, err := r.kv.KeysMatching(ctx, "session."+streamID+".*")
+	if err != nil {
+		return nil, err
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(keys))) // session ids are UUIDv7: newest last
+	now := time.Now()
+	var out []*Session
+	for _, k := range keys {
+		if len(out) == limit {
+			break
+		}
+		b, _, err := r.kv.Get(ctx, k)
+		if errors.Is(err, queue.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var s Session
+		if err := json.Unmarshal(b, &s); err != nil {
+			continue
+		}
+		if s.EndedAt == nil && !s.Live(now) {
+			end := s.UpdatedAt
+			s.EndedAt, s.EndReason = &end, "ingest lost"
+		}
+		out = append(out, &s)
+	}
+	return out, nil
+}
+
+// DeleteSessions removes a deleted stream's session and live records.
+func (r *Registry) DeleteSessions(ctx context.Context, streamID string) error {
+	keys, err := r.kv.KeysMatching(ctx, "session."+streamID+".*")
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		_ = r.kv.Delete(ctx, k)
+	}
+	return r.kv.Delete(ctx, "live."+streamID)
+}
+
