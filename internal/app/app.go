@@ -78,7 +78,8 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	q, err := queue.Connect(qctx, queue.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Name: "gopcast-" + cfg.Role}, a.log)
+	q, err := queue.Connect(qctx, queue.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Name: "gopcast-" + cfg.Role,
+		Shards: cfg.JetStreamShards}, a.log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("NATS (--nats-url): %w", err)

@@ -38,6 +38,7 @@ type Config struct {
 
 	// Beyond the design's contract: tuning with safe defaults.
 	RTMPPublicURL         string
+	JetStreamShards       int
 	ChunkDuration         time.Duration
 	TranscoderConcurrency int
 	Window                int
@@ -72,6 +73,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&c.DataDir, "data-dir", "gopcast-data", "directory for the embedded NATS store and local media")
 	fs.StringVar(&c.Profile, "profile", "default", "default transcoding ladder: "+strings.Join(ladder.Names(), ", "))
 	fs.StringVar(&c.RTMPPublicURL, "rtmp-public-url", "", "RTMP URL publishers are told to use (default rtmp://HOST:PORT/live from --rtmp-addr)")
+	fs.IntVar(&c.JetStreamShards, "jetstream-shards", 1, "split the chunk and segment streams into this many JetStream streams by stream id (same value in every process)")
 	fs.DurationVar(&c.ChunkDuration, "chunk-duration", 2*time.Second, "target chunk (segment) duration; chunks are cut at the first keyframe at or after it")
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.IntVar(&c.Window, "hls-window", 6, "segments in a live playlist")
@@ -160,6 +162,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Window < 3 || c.Window > 1000 {
 		bad("hls-window", "must be between 3 and 1000")
+	}
+	if c.JetStreamShards < 1 || c.JetStreamShards > 256 {
+		bad("jetstream-shards", "must be between 1 and 256")
 	}
 	if c.TranscoderConcurrency < 0 {
 		bad("transcoder-concurrency", "must not be negative")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,7 +115,7 @@ func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error 
 			return fmt.Errorf("queue: store chunk %s: %w", job.ID(), err)
 		}
 	}
-	return c.publish(ctx, chunkSubject+job.StreamID, job.ID(), job)
+	return c.publish(ctx, c.subject(chunkSubject, job.StreamID), job.ID(), job)
 }
 
 // ChunkBytes fetches a chunk's bytes.
@@ -167,7 +168,7 @@ func (c *Conn) DeleteRendition(ctx context.Context, name string) error {
 
 // PublishSegment publishes a finished chunk's renditions to the packagers.
 func (c *Conn) PublishSegment(ctx context.Context, seg *Segment) error {
-	return c.publish(ctx, segmentSubject+seg.StreamID, seg.ID(), seg)
+	return c.publish(ctx, c.subject(segmentSubject, seg.StreamID), seg.ID(), seg)
 }
 
 func (c *Conn) publish(ctx context.Context, subject, id string, v any) error {
@@ -206,8 +207,13 @@ func (j *Job[T]) InProgress() error { return j.msg.InProgress() }
 // ErrUndecodable marks a message that is not valid JSON for its type; it is Rejected.
 var ErrUndecodable = errors.New("queue: undecodable message")
 
-// ConsumeChunks runs handler for chunk jobs on n concurrent slots until ctx ends. Each slot
-// takes one job at a time, so a worker never holds more jobs than it can run.
+func (c *Conn) subject(prefix, streamID string) string {
+	return prefix + strconv.Itoa(shardOf(streamID, c.cfg.Shards)) + "." + streamID
+}
+
+// ConsumeChunks runs handler for chunk jobs on n concurrent slots until ctx ends, then waits
+// for running handlers. A worker takes a job only when a slot is free, so it never sits on
+// jobs another worker could run.
 func (c *Conn) ConsumeChunks(ctx context.Context, n int, handler func(context.Context, *Job[Chunk])) error {
 	return consume(ctx, c, ChunksStream, transcoderConsumer, n, handler)
 }
@@ -217,17 +223,33 @@ func (c *Conn) ConsumeSegments(ctx context.Context, n int, handler func(context.
 	return consume(ctx, c, SegmentsStream, packagerConsumer, n, handler)
 }
 
-func consume[T any](ctx context.Context, c *Conn, stream, durable string, n int, handler func(context.Context, *Job[T])) error {
-	cons, err := c.js.Consumer(ctx, stream, durable)
-	if err != nil {
-		return fmt.Errorf("queue: consumer %s: %w", durable, err)
+// consume pulls from every shard. Each shard's puller fetches one message at a time while a
+// slot is free, so at most n handlers run and at most one message per shard waits for a slot.
+func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, handler func(context.Context, *Job[T])) error {
+	cons := make([]jetstream.Consumer, c.cfg.Shards)
+	for k := range cons {
+		var err error
+		cons[k], err = c.js.Consumer(ctx, ShardStream(base, k, c.cfg.Shards), durable)
+		if err != nil {
+			return fmt.Errorf("queue: consumer %s: %w", durable, err)
+		}
 	}
-	done := make(chan struct{})
-	for i := 0; i < n; i++ {
+	slots := make(chan struct{}, n)
+	var running sync.WaitGroup
+	var pullers sync.WaitGroup
+	for _, cn := range cons {
+		pullers.Add(1)
 		go func() {
-			defer func() { done <- struct{}{} }()
+			defer pullers.Done()
 			for ctx.Err() == nil {
-				msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+				// Wait for a free slot before asking for work.
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				<-slots
+				msgs, err := cn.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
 				if err != nil {
 					if ctx.Err() == nil {
 						c.log.Warn("fetch failed", "consumer", durable, "err", err)
@@ -245,7 +267,12 @@ func consume[T any](ctx context.Context, c *Conn, stream, durable string, n int,
 						_ = msg.TermWithReason(ErrUndecodable.Error())
 						continue
 					}
-					handler(ctx, job)
+					slots <- struct{}{} // may wait briefly if another shard took the last slot
+					running.Add(1)
+					go func() {
+						defer func() { <-slots; running.Done() }()
+						handler(ctx, job)
+					}()
 				}
 				if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 					c.log.Debug("fetch ended", "consumer", durable, "err", err)
@@ -253,9 +280,8 @@ func consume[T any](ctx context.Context, c *Conn, stream, durable string, n int,
 			}
 		}()
 	}
-	for i := 0; i < n; i++ {
-		<-done
-	}
+	pullers.Wait()
+	running.Wait()
 	return nil
 }
 

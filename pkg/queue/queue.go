@@ -10,6 +10,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"fmt"
 	"log/slog"
 	"net"
@@ -39,6 +40,22 @@ const (
 	packagerConsumer   = "packagers"
 )
 
+// ShardStream is the name of shard k of a sharded work stream: the base name alone when there
+// is one shard, BASE_k otherwise.
+func ShardStream(base string, k, shards int) string {
+	if shards <= 1 {
+		return base
+	}
+	return base + "_" + strconv.Itoa(k)
+}
+
+// shardOf places a stream id on a shard (FNV-1a), the same way in every process.
+func shardOf(streamID string, shards int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(streamID))
+	return int(h.Sum32() % uint32(shards))
+}
+
 // Errors returned by this package.
 var (
 	ErrNotFound = errors.New("queue: not found")
@@ -62,6 +79,10 @@ type Config struct {
 	MaxDeliver int
 	// Name identifies this client in NATS monitoring.
 	Name string
+	// Shards splits the chunk and segment streams into this many JetStream streams by stream
+	// id, so no single stream leader carries every video byte. Every process of a deployment
+	// must use the same number.
+	Shards int
 }
 
 func (c *Config) defaults() {
@@ -79,6 +100,9 @@ func (c *Config) defaults() {
 	}
 	if c.Name == "" {
 		c.Name = "gopcast"
+	}
+	if c.Shards <= 0 {
+		c.Shards = 1
 	}
 }
 
@@ -167,54 +191,36 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 }
 
 func (c *Conn) setup(ctx context.Context) error {
-	streams := []jetstream.StreamConfig{
-		{
-			Name:        ChunksStream,
-			Description: "chunk jobs: ingest to transcoders",
-			Subjects:    []string{chunkSubject + ">"},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Duplicates:  2 * time.Minute,
-			MaxAge:      c.cfg.ObjectTTL,
-		},
-		{
-			Name:        SegmentsStream,
-			Description: "rendition segments: transcoders to packagers",
-			Subjects:    []string{segmentSubject + ">"},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Duplicates:  2 * time.Minute,
-			MaxAge:      c.cfg.ObjectTTL,
-		},
-	}
-	for _, sc := range streams {
-		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("queue: stream %s: %w", sc.Name, err)
-		}
-	}
-	consumers := []struct {
-		stream string
-		cfg    jetstream.ConsumerConfig
-	}{
-		{ChunksStream, jetstream.ConsumerConfig{
-			Durable:       transcoderConsumer,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       c.cfg.AckWait,
-			MaxDeliver:    c.cfg.MaxDeliver,
-			MaxAckPending: 10000,
-			BackOff:       nil,
-		}},
-		{SegmentsStream, jetstream.ConsumerConfig{
-			Durable:       packagerConsumer,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       c.cfg.AckWait,
-			MaxDeliver:    -1, // a packager never gives a finished segment up; bad input is Termed
-			MaxAckPending: 10000,
-		}},
-	}
-	for _, cc := range consumers {
-		if _, err := c.js.CreateOrUpdateConsumer(ctx, cc.stream, cc.cfg); err != nil {
-			return fmt.Errorf("queue: consumer %s: %w", cc.cfg.Durable, err)
+	for k := 0; k < c.cfg.Shards; k++ {
+		for _, w := range []struct {
+			base, subject, desc, durable string
+			maxDeliver                   int
+		}{
+			{ChunksStream, chunkSubject, "chunk jobs: ingest to transcoders", transcoderConsumer, c.cfg.MaxDeliver},
+			// A packager never gives a finished chunk up; undecodable messages are Termed.
+			{SegmentsStream, segmentSubject, "rendition segments: transcoders to packagers", packagerConsumer, -1},
+		} {
+			name := ShardStream(w.base, k, c.cfg.Shards)
+			if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+				Name:        name,
+				Description: w.desc,
+				Subjects:    []string{w.subject + strconv.Itoa(k) + ".>"},
+				Retention:   jetstream.WorkQueuePolicy,
+				Storage:     jetstream.FileStorage,
+				Duplicates:  2 * time.Minute,
+				MaxAge:      c.cfg.ObjectTTL,
+			}); err != nil {
+				return fmt.Errorf("queue: stream %s: %w", name, err)
+			}
+			if _, err := c.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
+				Durable:       w.durable,
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       c.cfg.AckWait,
+				MaxDeliver:    w.maxDeliver,
+				MaxAckPending: 10000,
+			}); err != nil {
+				return fmt.Errorf("queue: consumer %s on %s: %w", w.durable, name, err)
+			}
 		}
 	}
 	if err := c.setupEvents(ctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -198,5 +199,59 @@ func TestBadURL(t *testing.T) {
 	}
 	if bytes.Contains([]byte(err.Error()), []byte("secret")) {
 		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+// With shards, each stream id's jobs land on one shard stream, and one consumer call drains
+// them all.
+func TestShardedStreams(t *testing.T) {
+	c := connect(t, Config{Shards: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 40
+	for i := 0; i < n; i++ {
+		job := &Chunk{StreamID: fmt.Sprintf("stream-%d", i), SessionID: "s", Seq: 0}
+		if err := c.PublishChunk(ctx, job, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used := 0
+	for k := 0; k < 4; k++ {
+		st, err := c.js.Stream(ctx, ShardStream(ChunksStream, k, 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := st.Info(ctx)
+		if info.State.Msgs > 0 {
+			used++
+		}
+	}
+	if used < 3 {
+		t.Errorf("only %d of 4 shards carry jobs", used)
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.ConsumeChunks(cctx, 3, func(ctx context.Context, j *Job[Chunk]) {
+			_ = j.Ack(ctx)
+			mu.Lock()
+			seen[j.Body.StreamID] = true
+			if len(seen) == n {
+				ccancel()
+			}
+			mu.Unlock()
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		ccancel()
+		<-done
+	}
+	if len(seen) != n {
+		t.Fatalf("consumed %d of %d", len(seen), n)
 	}
 }

@@ -55,6 +55,12 @@ type Queue interface {
 	DeleteRendition(ctx context.Context, name string) error
 }
 
+// EventPublisher is implemented by a Queue that can carry lifecycle events; the packager then
+// announces a session's first listed segment (the stream is playable) and its end.
+type EventPublisher interface {
+	PublishEvent(ctx context.Context, ev queue.Event) error
+}
+
 // StateStore keeps each stream's packaging state, so a restarted packager continues the
 // numbering instead of going backwards.
 type StateStore interface {
@@ -167,7 +173,12 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		s.startSession(st, seg.SessionID, log)
 	}
 	if seg.Seq < st.NextSeq || st.Ended {
-		return nil // already listed
+		// Already listed. If its playlists never made it to storage, this redelivery is the
+		// moment to retry them.
+		if st.Dirty {
+			return s.advance(ctx, st, log)
+		}
+		return nil
 	}
 	n := st.Base + seg.Seq
 	maps, err := s.uploadSegments(ctx, st, seg, n)
@@ -197,6 +208,9 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			break
 		}
 		delete(st.Pending, st.NextSeq)
+		if st.NextSeq == 0 && !p.Gap {
+			s.event(ctx, st, map[string]any{"milestone": "first", "n": st.Base, "playlist": "live/" + st.StreamID + "/master.m3u8"})
+		}
 		st.list(p, st.Base+st.NextSeq)
 		if p.Gap {
 			s.gaps.Add(1)
@@ -210,6 +224,7 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			st.Ended = true
 			st.Pending = map[uint64]*pending{}
 			log.Info("session ended; playlists closed")
+			defer s.event(ctx, st, map[string]any{"milestone": "ended", "segments": st.NextSeq})
 			break
 		}
 	}
@@ -222,11 +237,28 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 	}
 	if changed {
 		st.trim(s.cfg.Window)
+		st.Dirty = true
+	}
+	if st.Dirty {
 		if err := s.publish(ctx, st); err != nil {
 			return err
 		}
+		st.Dirty = false
 	}
 	return s.save(ctx, st)
+}
+
+func (s *Service) event(ctx context.Context, st *state, data map[string]any) {
+	ep, ok := s.q.(EventPublisher)
+	if !ok {
+		return
+	}
+	ectx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	ev := queue.Event{Kind: queue.EventSegment, StreamID: st.StreamID, SessionID: st.Session, Data: data}
+	if err := ep.PublishEvent(ectx, ev); err != nil {
+		s.log.Warn("publishing event failed", "err", err)
+	}
 }
 
 func (s *Service) startSession(st *state, session string, log *slog.Logger) {
@@ -350,6 +382,11 @@ func (s *Service) gapLoop(ctx context.Context) {
 		for _, l := range locks {
 			l.mu.Lock()
 			st := l.st
+			if st != nil && st.Dirty {
+				if err := s.advance(ctx, st, s.log.With("stream_id", st.StreamID)); err != nil {
+					s.log.Warn("publishing playlists failed; will retry", "stream_id", st.StreamID, "err", err)
+				}
+			}
 			if st != nil && len(st.Pending) > 0 && !st.WaitingSince.IsZero() && time.Since(st.WaitingSince) > s.cfg.GapTimeout {
 				log := s.log.With("stream_id", st.StreamID, "session_id", st.Session)
 				st.Pending[st.NextSeq] = st.gapFor(st.NextSeq)

@@ -37,6 +37,9 @@ type state struct {
 	Renditions map[string]*rendInfo `json:"renditions"`
 	// Maps hold each rendition's current init segment: its content hash and name.
 	Maps map[string]mapInfo `json:"maps"`
+	// Dirty means the playlists in storage lag this state (a write failed); they are rewritten
+	// at the next chance.
+	Dirty bool `json:"dirty,omitempty"`
 }
 
 type mapInfo struct {

@@ -202,7 +202,7 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	prefix := c.ID() + "/"
 
 	// Source rendition: the publisher's own video, repackaged.
-	src, err := s.videoRendition("source", fragSeq, *dem.H264, dem.Video, end, prefix, ctx)
+	src, err := s.videoRendition(ctx, "source", fragSeq, *dem.H264, dem.Video, end, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,7 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	renditions := []queue.Rendition{*src}
 
 	if len(dem.Audio) > 0 && dem.AAC != nil {
-		a, err := s.audioRendition(fragSeq, *dem.AAC, dem.Audio, c.AudioOrigin, prefix, ctx)
+		a, err := s.audioRendition(ctx, fragSeq, *dem.AAC, dem.Audio, c.AudioOrigin, prefix)
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +237,7 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	return seg, nil
 }
 
-func (s *Service) videoRendition(name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64, prefix string, ctx context.Context) (*queue.Rendition, error) {
+func (s *Service) videoRendition(ctx context.Context, name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64, prefix string) (*queue.Rendition, error) {
 	init, err := cmaf.VideoInit(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s init: %v", errPoison, name, err)
@@ -266,7 +266,7 @@ func (s *Service) videoRendition(name string, seq uint32, cfg media.H264Config, 
 	return r, nil
 }
 
-func (s *Service) audioRendition(seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64, prefix string, ctx context.Context) (*queue.Rendition, error) {
+func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64, prefix string) (*queue.Rendition, error) {
 	init, err := cmaf.AudioInit(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: audio init: %v", errPoison, err)
@@ -355,7 +355,7 @@ func (s *Service) rungRendition(ctx context.Context, path string, r ladder.Rung,
 	// The encoder's decode times run a constant reorder delay ahead of the source's, so the
 	// next chunk's first decode time is this one's plus the chunk duration.
 	end := dem.Video[0].DTS + c.Duration
-	rend, err := s.videoRendition(r.Name, seq, *dem.H264, dem.Video, end, prefix, ctx)
+	rend, err := s.videoRendition(ctx, r.Name, seq, *dem.H264, dem.Video, end, prefix)
 	if err != nil {
 		return nil, err
 	}

@@ -35,14 +35,19 @@ type gopcast struct {
 
 func startAll(t *testing.T, minio *testenv.MinIOServer, ffmpeg string, extra ...string) *gopcast {
 	t.Helper()
-	args := append([]string{
-		"--s3-endpoint", minio.Endpoint, "--s3-bucket", minio.Bucket, "--s3-region", minio.Region,
-		"--s3-access-key", minio.AccessKey, "--s3-secret-key", minio.SecretKey,
-		"--public-base-url", minio.PublicBaseURL(),
+	var args []string
+	if minio != nil {
+		args = []string{
+			"--s3-endpoint", minio.Endpoint, "--s3-bucket", minio.Bucket, "--s3-region", minio.Region,
+			"--s3-access-key", minio.AccessKey, "--s3-secret-key", minio.SecretKey,
+			"--public-base-url", minio.PublicBaseURL(),
+		}
+	}
+	args = append(append(args,
 		"--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--api-token", apiToken, "--ffmpeg", ffmpeg,
 		"--log-format", "text", "--log-level", "debug",
-	}, extra...)
+	), extra...)
 	cfg, err := app.Parse("all", args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +71,12 @@ func startAll(t *testing.T, minio *testenv.MinIOServer, ffmpeg string, extra ...
 			t.Logf("gopcast logs:\n%s", logs.String())
 		}
 	})
-	g := &gopcast{app: a, public: minio.PublicBaseURL(), logs: logs}
+	g := &gopcast{app: a, logs: logs}
 	g.api = "http://" + a.HTTPAddr()
+	g.public = g.api + "/media"
+	if minio != nil {
+		g.public = minio.PublicBaseURL()
+	}
 	g.rtmp = "rtmp://" + a.RTMPAddr() + "/live"
 	waitFor(t, 30*time.Second, "gopcast ready", func() bool {
 		resp, err := http.Get(g.api + "/readyz")

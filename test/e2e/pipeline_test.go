@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"math"
+	"net/http"
 	"path"
 	"sort"
 	"strings"
@@ -166,5 +167,46 @@ func TestWrongKeyRefused(t *testing.T) {
 	}
 	if strings.Contains(g.logs.String(), s.StreamKey) {
 		t.Error("a stream key appears in the logs")
+	}
+}
+
+// TestAllWithLocalStorage is the first run a new user makes: `gopcast all` with no S3 and no
+// NATS configured serves the media itself under /media/.
+func TestAllWithLocalStorage(t *testing.T) {
+	ffmpeg, ffprobe := testenv.FFmpeg(t)
+	g := startAll(t, nil, ffmpeg, "--profile", "passthrough")
+	s := g.createStream(t, `{"name": "laptop"}`)
+	_, port, _ := strings.Cut(strings.TrimPrefix(g.api, "http://"), ":")
+	if !strings.HasPrefix(s.Playback.HLS, "http://localhost:"+port+"/media/live/") {
+		t.Fatalf("playback.hls %q is not served by gopcast", s.Playback.HLS)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := publish(ctx, ffmpeg, g.rtmp+"/"+s.StreamKey, 8); err != nil {
+		t.Fatalf("publish: %v %s", err, out)
+	}
+	w := newWatcher(t, strings.TrimSuffix(s.Playback.HLS, "master.m3u8"))
+	waitEnded(t, w, 60*time.Second)
+	if len(w.master.variants) != 1 || w.master.audioURI == "" {
+		t.Fatalf("passthrough master: %+v", w.master)
+	}
+	resp, err := http.Get(s.Playback.HLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/vnd.apple.mpegurl" {
+		t.Errorf("master Content-Type %q", ct)
+	}
+	for _, r := range []string{"source", "audio"} {
+		var segs []playlistSegment
+		for n := uint64(0); n < uint64(len(w.seen[r])); n++ {
+			segs = append(segs, w.seen[r][n])
+		}
+		whole, _ := fetchRendition(t, w.base, r, "init.mp4", segs)
+		if msg := decodeErrors(t, ffmpeg, whole); msg != "" {
+			t.Errorf("%s: %s", r, msg)
+		}
+		checkContinuity(t, r, probePackets(t, ffprobe, whole))
 	}
 }
