@@ -10,8 +10,8 @@ package queue
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/url"

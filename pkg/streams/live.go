@@ -204,4 +204,3 @@ func (r *Registry) DeleteSessions(ctx context.Context, streamID string) error {
 	}
 	return r.kv.Delete(ctx, "live."+streamID)
 }
-

@@ -81,10 +81,10 @@ type Publisher interface {
 
 // Service is the RTMP ingest.
 type Service struct {
-	cfg  Config
-	log  *slog.Logger
-	reg  Registry
-	pub  Publisher
+	cfg Config
+	log *slog.Logger
+	reg Registry
+	pub Publisher
 
 	mu       sync.Mutex
 	ln       net.Listener
