@@ -111,7 +111,7 @@ func (a *App) Run(ctx context.Context) error {
 		checks = append(checks, a.store.Check)
 	}
 
-	if cfg.runs("api") || cfg.runs("ingest") {
+	if cfg.runs("api") || cfg.runs("ingest") || cfg.runs("packager") {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		a.reg, err = streams.Open(rctx, q)
 		cancel()
@@ -154,8 +154,10 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		svc := packager.New(packager.Config{Window: cfg.Window, ChunkTarget: cfg.ChunkDuration},
+		svc := packager.New(packager.Config{Window: cfg.Window, ChunkTarget: cfg.ChunkDuration, FFmpeg: cfg.FFmpeg,
+			DeleteGrace: cfg.DeleteGrace, RecordingRetention: cfg.RecordingRetention},
 			a.log.With("role", "packager"), q, a.store, kv)
+		svc.SetRecordings(a.reg)
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_packager_segments_listed_total", Help: "Segments listed in playlists."},
 			func() float64 { l, _, _ := svc.Stats(); return float64(l) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_packager_gaps_total", Help: "Gaps listed for chunks that never came."},

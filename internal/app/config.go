@@ -39,6 +39,8 @@ type Config struct {
 	// Beyond the design's contract: tuning with safe defaults.
 	RTMPPublicURL         string
 	JetStreamShards       int
+	RecordingRetention    time.Duration
+	DeleteGrace           time.Duration
 	ChunkDuration         time.Duration
 	TranscoderConcurrency int
 	Window                int
@@ -76,6 +78,8 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.IntVar(&c.JetStreamShards, "jetstream-shards", 1, "split the chunk and segment streams into this many JetStream streams by stream id (same value in every process)")
 	fs.DurationVar(&c.ChunkDuration, "chunk-duration", 2*time.Second, "target chunk (segment) duration; chunks are cut at the first keyframe at or after it")
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
+	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
+	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")
 	fs.IntVar(&c.Window, "hls-window", 6, "segments in a live playlist")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -162,6 +166,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Window < 3 || c.Window > 1000 {
 		bad("hls-window", "must be between 3 and 1000")
+	}
+	if c.RecordingRetention < 0 {
+		bad("recording-retention", "must not be negative")
+	}
+	if c.DeleteGrace < 0 {
+		bad("segment-grace", "must not be negative")
 	}
 	if c.JetStreamShards < 1 || c.JetStreamShards > 256 {
 		bad("jetstream-shards", "must be between 1 and 256")

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/term"
+
+	"github.com/gopcast/gopcast/internal/cli"
 )
 
 const usage = `gopcast: live RTMP in, adaptive HLS out of S3-compatible storage.
@@ -27,6 +29,10 @@ Roles:
   packager    writes CMAF segments and HLS playlists to storage
   api         management API (streams and stream keys)
 
+Operator commands:
+  streams     create, list, get, update, rotate-key, delete streams and list sessions and
+              recordings through the API (gopcast streams -h)
+
 Run "gopcast ROLE -h" for the flags; each flag FOO-BAR can also be set as GOPCAST_FOO_BAR.
 `
 
@@ -40,6 +46,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return 0
 	}
 	role := args[0]
+	if role == "streams" {
+		return cli.Streams(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if !slices.Contains(Roles, role) {
 		fmt.Fprintf(stderr, "gopcast: unknown role %q\n\n%s", role, usage)
 		return 2

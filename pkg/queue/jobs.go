@@ -37,6 +37,8 @@ type Chunk struct {
 	SessionID string `json:"session_id"`
 	Seq       uint64 `json:"seq"`
 	Profile   string `json:"profile,omitempty"`
+	// Record keeps the session as a recording.
+	Record bool `json:"record,omitempty"`
 	// Start is the decode time of the chunk's first (key) frame; Duration runs to the next
 	// chunk's first frame.
 	Start    int64 `json:"start"`
@@ -70,12 +72,14 @@ type Rendition struct {
 	FPS       float64 `json:"fps,omitempty"`
 	Bandwidth int     `json:"bandwidth,omitempty"` // nominal bits/s, for the multivariant playlist
 	Channels  int     `json:"channels,omitempty"`
+	// SampleRate is the audio sampling rate.
+	SampleRate int `json:"sample_rate,omitempty"`
 	// Init and Media name objects in the segment object store.
 	Init  string `json:"init,omitempty"`
 	Media string `json:"media,omitempty"`
 	Bytes int    `json:"bytes"`
-	// Start and Duration are the segment's presentation start and length in the rendition's
-	// own timescale (Timescale).
+	// Start and Duration are the segment's earliest presentation time and length in the
+	// rendition's own timescale (Timescale: 90 kHz for video, the sample rate for audio).
 	Start     int64  `json:"start"`
 	Duration  int64  `json:"duration"`
 	Timescale uint32 `json:"timescale"`
@@ -92,6 +96,7 @@ type Segment struct {
 	Start      int64       `json:"start"`
 	Duration   int64       `json:"duration"`
 	Last       bool        `json:"last,omitempty"`
+	Record     bool        `json:"record,omitempty"`
 	Renditions []Rendition `json:"renditions"`
 	// Failed is set when the whole chunk could not be transcoded (poison input); the packager
 	// lists a gap.

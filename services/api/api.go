@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ type Registry interface {
 	DeleteSessions(ctx context.Context, id string) error
 	Live(ctx context.Context, id string) (*streams.Session, error)
 	Sessions(ctx context.Context, id string, limit int) ([]*streams.Session, error)
+	ListRecordings(ctx context.Context, id string) ([]*streams.Recording, error)
 }
 
 // Service serves the API.
@@ -70,6 +72,7 @@ var Routes = []string{
 	"DELETE /v1/streams/{id}",
 	"POST /v1/streams/{id}/rotate-key",
 	"GET /v1/streams/{id}/sessions",
+	"GET /v1/streams/{id}/recordings",
 	"GET /v1/openapi.yaml",
 }
 
@@ -83,6 +86,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 		"DELETE /v1/streams/{id}":          s.deleteStream,
 		"POST /v1/streams/{id}/rotate-key": s.rotateKey,
 		"GET /v1/streams/{id}/sessions":    s.listSessions,
+		"GET /v1/streams/{id}/recordings":  s.listRecordings,
 	}
 	for _, r := range Routes {
 		if h, ok := handlers[r]; ok {
@@ -192,9 +196,14 @@ func (s *Service) view(ctx context.Context, st *streams.Stream, key string) (Str
 		v.StreamKey = key
 		v.PublishURL = s.cfg.RTMPURL + "/" + key
 	}
+	if key != "" && st.CreatedAt.Equal(st.UpdatedAt) {
+		return v, nil // a stream just created is idle, and its key must reach the caller
+	}
 	live, err := s.reg.Live(ctx, st.ID)
 	if err != nil {
-		return v, err
+		// Status is secondary; the stream (and a key just rotated) must still be shown.
+		s.log.Warn("reading live status failed; showing the stream as idle", "stream_id", st.ID, "err", err)
+		return v, nil
 	}
 	if live != nil {
 		v.Status = "live"
@@ -368,6 +377,46 @@ func (s *Service) listSessions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// RecordingView is one recorded session with the URLs to play or download it.
+type RecordingView struct {
+	SessionID string    `json:"session_id"`
+	HLS       string    `json:"hls"`
+	DASH      string    `json:"dash"`
+	MP4       string    `json:"mp4,omitempty"`
+	Duration  float64   `json:"duration_s"`
+	Bytes     int64     `json:"bytes"`
+	MP4Bytes  int64     `json:"mp4_bytes"`
+	StartedAt time.Time `json:"started_at"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *Service) listRecordings(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.reg.Get(r.Context(), id); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	list, err := s.reg.ListRecordings(r.Context(), id)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	out := struct {
+		Recordings []RecordingView `json:"recordings"`
+	}{Recordings: []RecordingView{}}
+	url := func(key string) string {
+		if key == "" {
+			return ""
+		}
+		return s.cfg.PublicBaseURL + "/" + key
+	}
+	for _, rec := range list {
+		out.Recordings = append(out.Recordings, RecordingView{SessionID: rec.SessionID, HLS: url(rec.HLS), DASH: url(rec.DASH),
+			MP4: url(rec.MP4), Duration: rec.Duration, Bytes: rec.Bytes, MP4Bytes: rec.MP4Bytes, StartedAt: rec.StartedAt, CreatedAt: rec.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
@@ -383,9 +432,10 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 // auth requires one of the configured bearer tokens, compared in constant time.
 func (s *Service) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || tok == "" {
+		// The scheme is case-insensitive (RFC 9110); the token is not.
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		tok = strings.TrimSpace(tok)
+		if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gopcast"`)
 			s.writeError(w, &apiError{http.StatusUnauthorized, "unauthorized", "missing bearer token"})
 			return
@@ -414,8 +464,11 @@ func (e *apiError) Error() string { return e.message }
 // decodeJSON reads a JSON body strictly: right content type, bounded size, no unknown fields,
 // nothing after the object.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return &apiError{http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json"}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !(r.Method == http.MethodPatch && mt == "application/merge-patch+json")) {
+			return &apiError{http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json"}
+		}
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	dec := json.NewDecoder(r.Body)

@@ -352,7 +352,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 	job := func(c *chunker.Chunk) *queue.Chunk {
 		origin, _ := ch.AudioOrigin()
 		return &queue.Chunk{
-			StreamID: st.ID, SessionID: sess.id, Seq: c.Seq, Profile: st.Profile,
+			StreamID: st.ID, SessionID: sess.id, Seq: c.Seq, Profile: st.Profile, Record: st.Record,
 			Start: c.Start, Duration: c.Duration, TSBase: chunker.TSBase,
 			AudioOrigin: origin, Video: vp, Audio: ap, Last: c.Last, Created: time.Now().UTC(),
 		}
@@ -407,7 +407,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 			emit(c)
 		}
 	} else {
-		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
+		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, Record: st.Record, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
 	}
 	if r := sess.kickReason(); r != "" {
 		endReason = r

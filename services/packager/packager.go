@@ -31,6 +31,13 @@ type Config struct {
 	Concurrency int
 	// ChunkTarget is the ingest's chunk duration, the floor of the playlists' target duration.
 	ChunkTarget time.Duration
+	// DeleteGrace is how long a segment of an unrecorded stream stays in the bucket after it
+	// left the live window, for players still behind.
+	DeleteGrace time.Duration
+	// RecordingRetention deletes recordings older than this (0 keeps them forever).
+	RecordingRetention time.Duration
+	// FFmpeg remuxes recordings into downloadable MP4s.
+	FFmpeg string
 }
 
 func (c *Config) defaults() {
@@ -45,6 +52,12 @@ func (c *Config) defaults() {
 	}
 	if c.ChunkTarget <= 0 {
 		c.ChunkTarget = 2 * time.Second
+	}
+	if c.DeleteGrace <= 0 {
+		c.DeleteGrace = max(time.Minute, 2*time.Duration(c.Window)*c.ChunkTarget)
+	}
+	if c.FFmpeg == "" {
+		c.FFmpeg = "ffmpeg"
 	}
 }
 
@@ -75,6 +88,8 @@ type Service struct {
 	q     Queue
 	store storage.Store
 	state StateStore
+	recs  Recordings
+	jobs  sync.WaitGroup // recordings being finished
 
 	mu      sync.Mutex
 	streams map[string]*streamLock
@@ -95,6 +110,9 @@ func New(cfg Config, log *slog.Logger, q Queue, store storage.Store, st StateSto
 	return &Service{cfg: cfg, log: log, q: q, store: store, state: st, streams: make(map[string]*streamLock)}
 }
 
+// SetRecordings makes the packager register finished recordings (and expire them).
+func (s *Service) SetRecordings(r Recordings) { s.recs = r }
+
 // Stats are the packager's counters: segments listed, gaps listed, storage writes that failed
 // (and were retried).
 func (s *Service) Stats() (listed, gaps, putFailures int64) {
@@ -105,7 +123,9 @@ func (s *Service) Stats() (listed, gaps, putFailures int64) {
 func (s *Service) Run(ctx context.Context) error {
 	s.log.Info("packager started", "window", s.cfg.Window)
 	go s.gapLoop(ctx)
-	return s.q.ConsumeSegments(ctx, s.cfg.Concurrency, s.handle)
+	err := s.q.ConsumeSegments(ctx, s.cfg.Concurrency, s.handle)
+	s.jobs.Wait()
+	return err
 }
 
 func (s *Service) lock(streamID string) *streamLock {
@@ -171,6 +191,7 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		return nil
 	case seg.SessionID > st.Session:
 		s.startSession(st, seg.SessionID, log)
+		st.Record = seg.Record
 	}
 	if seg.Seq < st.NextSeq || st.Ended {
 		// Already listed. If its playlists never made it to storage, this redelivery is the
@@ -212,6 +233,11 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			s.event(ctx, st, map[string]any{"milestone": "first", "n": st.Base, "playlist": "live/" + st.StreamID + "/master.m3u8"})
 		}
 		st.list(p, st.Base+st.NextSeq)
+		if st.Record {
+			if err := s.record(ctx, st, st.Window[len(st.Window)-1]); err != nil {
+				return err
+			}
+		}
 		if p.Gap {
 			s.gaps.Add(1)
 			log.Warn("listing a gap", "seq", st.NextSeq, "reason", p.Error)
@@ -224,6 +250,18 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			st.Ended = true
 			st.Pending = map[uint64]*pending{}
 			log.Info("session ended; playlists closed")
+			if st.Record {
+				job := st.recordingJob()
+				s.jobs.Add(1)
+				go func() {
+					defer s.jobs.Done()
+					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+					defer cancel()
+					if err := s.finishRecording(rctx, job, log); err != nil {
+						log.Error("finishing the recording failed", "err", err)
+					}
+				}()
+			}
 			defer s.event(ctx, st, map[string]any{"milestone": "ended", "segments": st.NextSeq})
 			break
 		}
@@ -272,6 +310,8 @@ func (s *Service) startSession(st *state, session string, log *slog.Logger) {
 	st.Pending = map[uint64]*pending{}
 	st.WaitingSince = time.Time{}
 	st.SessionStart = true
+	st.SessionStarted = time.Now().UTC()
+	st.RecPages, st.RecBuf = 0, nil
 }
 
 // uploadSegments writes seg's init and media segments and returns each rendition's init name.
@@ -367,11 +407,16 @@ func stateKey(streamID string) string { return "packager." + streamID }
 func (s *Service) gapLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastExpiry := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(lastExpiry) > time.Minute {
+			lastExpiry = time.Now()
+			s.expireRecordings(ctx)
 		}
 		s.mu.Lock()
 		locks := make([]*streamLock, 0, len(s.streams))
@@ -382,6 +427,11 @@ func (s *Service) gapLoop(ctx context.Context) {
 		for _, l := range locks {
 			l.mu.Lock()
 			st := l.st
+			if st != nil && len(st.Retired) > 0 && s.sweep(ctx, st) {
+				if err := s.save(ctx, st); err != nil {
+					s.log.Warn("saving state failed", "stream_id", st.StreamID, "err", err)
+				}
+			}
 			if st != nil && st.Dirty {
 				if err := s.advance(ctx, st, s.log.With("stream_id", st.StreamID)); err != nil {
 					s.log.Warn("publishing playlists failed; will retry", "stream_id", st.StreamID, "err", err)

@@ -40,6 +40,19 @@ type state struct {
 	// Dirty means the playlists in storage lag this state (a write failed); they are rewritten
 	// at the next chance.
 	Dirty bool `json:"dirty,omitempty"`
+	// Record keeps the current session whole: its entries go to recording pages (RecPages
+	// full ones in the state store, RecBuf the current one) and its segments are never retired.
+	Record         bool      `json:"record,omitempty"`
+	RecPages       int       `json:"rec_pages,omitempty"`
+	RecBuf         []entry   `json:"rec_buf,omitempty"`
+	SessionStarted time.Time `json:"session_started"`
+	// Retired are segments out of the window, deleted after the grace period.
+	Retired []retired `json:"retired,omitempty"`
+	// DASH timing: the availability start time of the stream's live MPD and each session's
+	// period start.
+	AST           time.Time                `json:"ast"`
+	Timing        map[string]sessionTiming `json:"timing,omitempty"`
+	LastPeriodEnd time.Duration            `json:"last_period_end"`
 }
 
 type mapInfo struct {
@@ -48,17 +61,18 @@ type mapInfo struct {
 }
 
 type rendInfo struct {
-	Kind      string  `json:"kind"`
-	Codec     string  `json:"codec"`
-	Width     int     `json:"width,omitempty"`
-	Height    int     `json:"height,omitempty"`
-	FPS       float64 `json:"fps,omitempty"`
-	Channels  int     `json:"channels,omitempty"`
-	Peak      int     `json:"peak"`    // highest segment bitrate seen
-	Bits      float64 `json:"bits"`    // total bits listed, for the average
-	Seconds   float64 `json:"seconds"` // total seconds listed
-	Nominal   int     `json:"nominal"` // the ladder's target bitrate, 0 for source and audio
-	FirstSeen uint64  `json:"first_seen"`
+	Kind       string  `json:"kind"`
+	Codec      string  `json:"codec"`
+	Width      int     `json:"width,omitempty"`
+	Height     int     `json:"height,omitempty"`
+	FPS        float64 `json:"fps,omitempty"`
+	Channels   int     `json:"channels,omitempty"`
+	SampleRate int     `json:"sample_rate,omitempty"`
+	Peak       int     `json:"peak"`    // highest segment bitrate seen
+	Bits       float64 `json:"bits"`    // total bits listed, for the average
+	Seconds    float64 `json:"seconds"` // total seconds listed
+	Nominal    int     `json:"nominal"` // the ladder's target bitrate, 0 for source and audio
+	FirstSeen  uint64  `json:"first_seen"`
 }
 
 // pending is a finished chunk waiting for its turn to be listed.
@@ -77,11 +91,18 @@ type segmentInfo struct {
 	Bytes    int     `json:"bytes"`
 	Failed   bool    `json:"failed,omitempty"`
 	Map      string  `json:"map"`
+	// T and D are the segment's earliest presentation time and duration in timescale TS, for
+	// DASH timelines.
+	T  int64  `json:"t,omitempty"`
+	D  int64  `json:"d,omitempty"`
+	TS uint32 `json:"ts,omitempty"`
 }
 
 // entry is one listed segment number.
 type entry struct {
 	N             uint64                 `json:"n"`
+	Session       string                 `json:"session,omitempty"`
+	Listed        time.Time              `json:"listed"`
 	Duration      float64                `json:"duration"` // seconds, the chunk's
 	Discontinuity bool                   `json:"disc,omitempty"`
 	Gap           bool                   `json:"gap,omitempty"`
@@ -102,7 +123,12 @@ func pendingFrom(seg *queue.Segment) *pending {
 	p := &pending{Seq: seg.Seq, Start: seg.Start, Duration: seg.Duration, Last: seg.Last, Gap: seg.Failed,
 		Error: seg.Error, Renditions: map[string]segmentInfo{}}
 	for _, r := range seg.Renditions {
-		p.Renditions[r.Name] = segmentInfo{Duration: float64(r.Duration) / media.Timescale, Bytes: r.Bytes, Failed: r.Failed}
+		ts := r.Timescale
+		if ts == 0 {
+			ts = media.Timescale
+		}
+		p.Renditions[r.Name] = segmentInfo{Duration: float64(r.Duration) / float64(ts), Bytes: r.Bytes, Failed: r.Failed,
+			T: r.Start, D: r.Duration, TS: ts}
 	}
 	return p
 }
@@ -139,7 +165,8 @@ func segmentName(n uint64) string { return strconv.FormatUint(n, 10) + ".m4s" }
 
 // list appends a ready chunk to the window as segment number n.
 func (st *state) list(p *pending, n uint64) {
-	e := entry{N: n, Duration: float64(p.Duration) / media.Timescale, Gap: p.Gap, Renditions: map[string]segmentInfo{}}
+	e := entry{N: n, Session: st.Session, Listed: time.Now().UTC(), Duration: float64(p.Duration) / media.Timescale, Gap: p.Gap,
+		Renditions: map[string]segmentInfo{}}
 	if st.SessionStart {
 		e.Discontinuity = len(st.Window) > 0 || st.NextN > 0
 		st.SessionStart = false
@@ -161,6 +188,10 @@ func (st *state) list(p *pending, n uint64) {
 	}
 	st.Window = append(st.Window, e)
 	st.NextN = max(st.NextN, n+1)
+	if !e.Gap {
+		st.noteSessionTiming(e, e.Listed)
+		st.noteListed(e)
+	}
 }
 
 // trim keeps the last window entries, counting discontinuities that leave.
@@ -169,6 +200,7 @@ func (st *state) trim(window int) {
 		if st.Window[0].Discontinuity {
 			st.DiscSeq++
 		}
+		st.retire(st.Window[0])
 		st.Window = st.Window[1:]
 	}
 }
@@ -185,6 +217,7 @@ func (st *state) noteRenditions(seg *queue.Segment) {
 			st.Renditions[r.Name] = ri
 		}
 		ri.Kind, ri.Codec, ri.Width, ri.Height, ri.FPS, ri.Channels = r.Kind, r.Codec, r.Width, r.Height, r.FPS, r.Channels
+		ri.SampleRate = r.SampleRate
 		if r.Name != "source" && r.Kind == "video" {
 			ri.Nominal = r.Bandwidth
 		}
@@ -283,5 +316,14 @@ func (s *Service) publish(ctx context.Context, st *state) error {
 	if err != nil {
 		return err
 	}
-	return s.put(ctx, path.Join("live", st.StreamID, "master.m3u8"), b, !st.Ended)
+	if err := s.put(ctx, path.Join("live", st.StreamID, "master.m3u8"), b, !st.Ended); err != nil {
+		return err
+	}
+	mpd, err := st.liveMPD(time.Now().UTC(), s.cfg.Window)
+	if err != nil {
+		// HLS is up to date; a manifest the renderer refuses must not stall it.
+		s.log.Error("rendering the DASH manifest failed", "stream_id", st.StreamID, "err", err)
+		return nil
+	}
+	return s.put(ctx, path.Join("live", st.StreamID, "manifest.mpd"), mpd, !st.Ended)
 }

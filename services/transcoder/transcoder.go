@@ -125,7 +125,7 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Chunk]) {
 			s.failures.Add(1)
 			log.Error("chunk cannot be transcoded; reporting a gap", "err", err, "delivered", job.Delivered)
 			fail := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
-				Duration: c.Duration, Last: c.Last, Failed: true, Error: err.Error(), Chunk: c.Created}
+				Duration: c.Duration, Last: c.Last, Record: c.Record, Failed: true, Error: err.Error(), Chunk: c.Created}
 			if perr := s.q.PublishSegment(wctx, fail); perr != nil {
 				log.Warn("reporting the gap failed; retrying the job", "err", perr)
 				_ = job.Retry(2 * time.Second)
@@ -177,7 +177,7 @@ func keepAlive(ctx context.Context, job interface{ InProgress() error }) (stop f
 
 func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logger) (*queue.Segment, error) {
 	seg := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
-		Duration: c.Duration, Last: c.Last, Chunk: c.Created}
+		Duration: c.Duration, Last: c.Last, Record: c.Record, Chunk: c.Created}
 	if c.Object == "" {
 		return seg, nil // an empty last chunk only ends the session
 	}
@@ -279,12 +279,15 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
 	}
-	rate, ch, _ := codec.AACInfo(cfg.ASC)
-	dur := int64(len(frames)) * 1024 * media.Timescale / int64(max(rate, 1))
-	r := &queue.Rendition{Name: "audio", Kind: "audio", Codec: cs, Channels: ch,
+	_, ch, _ := codec.AACInfo(cfg.ASC)
+	start, dur, ts, err := cmaf.AudioTiming(frames, cfg, origin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errPoison, err)
+	}
+	r := &queue.Rendition{Name: "audio", Kind: "audio", Codec: cs, Channels: ch, SampleRate: int(ts),
 		Init: prefix + "audio/init.mp4", Media: prefix + "audio/media.m4s", Bytes: len(frag),
-		Start: frames[0].PTS, Duration: dur, Timescale: media.Timescale,
-		Bandwidth: int(float64(len(frag)*8) / (float64(dur) / media.Timescale))}
+		Start: start, Duration: dur, Timescale: ts,
+		Bandwidth: int(float64(len(frag)*8) / (float64(dur) / float64(ts)))}
 	if err := s.q.PutRendition(ctx, r.Init, init); err != nil {
 		return nil, err
 	}

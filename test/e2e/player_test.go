@@ -220,8 +220,20 @@ type packet struct {
 // probePackets returns the packets of the file's first stream, in decode order.
 func probePackets(t *testing.T, ffprobe, file string) []packet {
 	t.Helper()
-	out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", "packet=pts_time,dts_time,duration_time",
-		"-of", "json", file).Output()
+	return probeStream(t, ffprobe, file, "")
+}
+
+var execCommand = exec.CommandContext
+
+// probeStream returns the packets of one stream of the file ("v:0", "a:0"; "" for all), in
+// decode order.
+func probeStream(t *testing.T, ffprobe, file, stream string) []packet {
+	t.Helper()
+	args := []string{"-v", "error", "-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "json"}
+	if stream != "" {
+		args = append(args, "-select_streams", stream)
+	}
+	out, err := exec.Command(ffprobe, append(args, file)...).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", file, err)
 	}

@@ -192,3 +192,18 @@ func encodeFragment(frag *mp4.Fragment) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// AudioTiming is where AudioFragment places frames: the fragment's decode time (tfdt) and
+// duration in the track's timescale, which is the sample rate. DASH timelines and playlists
+// use it so they describe exactly what the fragment holds.
+func AudioTiming(frames []media.AudioFrame, cfg media.AACConfig, origin int64) (start, duration int64, timescale uint32, err error) {
+	if len(frames) == 0 {
+		return 0, 0, 0, fmt.Errorf("%w: no audio frames", ErrInvalidInput)
+	}
+	p, err := parseAAC(cfg.ASC)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	start = audioDecodeTime(frames[0].PTS, origin, p.rate, p.frameLen)
+	return start, int64(len(frames) * p.frameLen), uint32(p.rate), nil
+}
