@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,8 @@ type Config struct {
 	RecordingRetention time.Duration
 	// FFmpeg remuxes recordings into downloadable MP4s.
 	FFmpeg string
+	// SessionTimeout ends a session whose chunks stopped coming without a last one.
+	SessionTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -59,6 +62,9 @@ func (c *Config) defaults() {
 	if c.FFmpeg == "" {
 		c.FFmpeg = "ffmpeg"
 	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = time.Minute
+	}
 }
 
 // Queue is what the packager needs from the queue.
@@ -76,9 +82,13 @@ type EventPublisher interface {
 
 // StateStore keeps each stream's packaging state, so a restarted packager continues the
 // numbering instead of going backwards.
+// Create and Update are compare-and-swap writes (queue.ErrExists / queue.ErrConflict when
+// another writer was first): they keep two packagers from overwriting each other's progress.
 type StateStore interface {
 	Get(ctx context.Context, key string) ([]byte, uint64, error)
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Create(ctx context.Context, key string, value []byte) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error)
 }
 
 // Service is a packager.
@@ -151,6 +161,11 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	err := s.accept(wctx, l, seg, log)
 	l.mu.Unlock()
 	if err != nil {
+		if errors.Is(err, errStale) {
+			log.Debug("state changed by another packager; retrying on the new state")
+			_ = job.Retry(100 * time.Millisecond)
+			return
+		}
 		if errors.Is(err, errPoison) {
 			log.Error("dropping undecodable segment message", "err", err)
 			_ = job.Reject(err.Error())
@@ -193,6 +208,12 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		s.startSession(st, seg.SessionID, log)
 		st.Record = seg.Record
 	}
+	if st.Ended && st.EndedByTimeout && seg.Seq >= st.NextSeq {
+		// Chunks came back after the session was ended for silence: it goes on, after a
+		// discontinuity.
+		log.Info("session resumed after its timeout")
+		st.Ended, st.EndedByTimeout, st.SessionStart = false, false, true
+	}
 	if seg.Seq < st.NextSeq || st.Ended {
 		// Already listed. If its playlists never made it to storage, this redelivery is the
 		// moment to retry them.
@@ -202,6 +223,7 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		return nil
 	}
 	n := st.Base + seg.Seq
+	st.LastActivity = time.Now().UTC()
 	maps, err := s.uploadSegments(ctx, st, seg, n)
 	if err != nil {
 		return err
@@ -214,7 +236,7 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		p.Renditions[name] = si
 	}
 	st.Pending[seg.Seq] = p
-	if len(st.Pending) == 1 || st.WaitingSince.IsZero() {
+	if st.WaitingSince.IsZero() {
 		st.WaitingSince = time.Now()
 	}
 	return s.advance(ctx, st, log)
@@ -229,6 +251,15 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			break
 		}
 		delete(st.Pending, st.NextSeq)
+		if p.Last && !p.Gap && len(p.Renditions) == 0 {
+			// An empty last chunk only ends the session (it ended before a keyframe, or
+			// right after a cut): nothing to list.
+			st.NextSeq++
+			st.Ended, st.Dirty = true, true
+			st.Pending = map[uint64]*pending{}
+			s.sessionEnded(ctx, st, log)
+			break
+		}
 		if st.NextSeq == 0 && !p.Gap {
 			s.event(ctx, st, map[string]any{"milestone": "first", "n": st.Base, "playlist": "live/" + st.StreamID + "/master.m3u8"})
 		}
@@ -249,20 +280,7 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 		if p.Last {
 			st.Ended = true
 			st.Pending = map[uint64]*pending{}
-			log.Info("session ended; playlists closed")
-			if st.Record {
-				job := st.recordingJob()
-				s.jobs.Add(1)
-				go func() {
-					defer s.jobs.Done()
-					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
-					defer cancel()
-					if err := s.finishRecording(rctx, job, log); err != nil {
-						log.Error("finishing the recording failed", "err", err)
-					}
-				}()
-			}
-			defer s.event(ctx, st, map[string]any{"milestone": "ended", "segments": st.NextSeq})
+			s.sessionEnded(ctx, st, log)
 			break
 		}
 	}
@@ -284,6 +302,26 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 		st.Dirty = false
 	}
 	return s.save(ctx, st)
+}
+
+// sessionEnded announces a session's end and, for a recorded one, starts finishing the
+// recording (it runs on its own, so the stream's next session is not held up).
+func (s *Service) sessionEnded(ctx context.Context, st *state, log *slog.Logger) {
+	log.Info("session ended; playlists closed")
+	defer s.event(ctx, st, map[string]any{"milestone": "ended", "segments": st.NextSeq})
+	if !st.Record {
+		return
+	}
+	job := st.recordingJob()
+	s.jobs.Add(1)
+	go func() {
+		defer s.jobs.Done()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+		defer cancel()
+		if err := s.finishRecording(rctx, job, log); err != nil {
+			log.Error("finishing the recording failed", "err", err)
+		}
+	}()
 }
 
 func (s *Service) event(ctx context.Context, st *state, data map[string]any) {
@@ -368,43 +406,133 @@ func (s *Service) put(ctx context.Context, key string, data []byte, live bool) e
 	}
 }
 
+// load returns the stream's state, current with the state store: several packagers share the
+// work, so a cached state is used only while nobody else has saved a newer revision.
 func (s *Service) load(ctx context.Context, l *streamLock, streamID string) (*state, error) {
-	if l.st != nil {
-		return l.st, nil
-	}
-	b, _, err := s.state.Get(ctx, stateKey(streamID))
+	b, rev, err := s.state.Get(ctx, stateKey(streamID))
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
+		if l.st != nil && l.st.rev == 0 {
+			return l.st, nil
+		}
 		l.st = newState(streamID, s.cfg.ChunkTarget)
+		return l.st, nil
 	case err != nil:
 		return nil, err
-	default:
-		st := newState(streamID, s.cfg.ChunkTarget)
-		if err := json.Unmarshal(b, st); err != nil {
-			return nil, fmt.Errorf("packager: corrupt state for %s: %w", streamID, err)
-		}
-		if st.Pending == nil {
-			st.Pending = map[uint64]*pending{}
-		}
-		l.st = st
 	}
-	return l.st, nil
+	if l.st != nil && l.st.rev == rev {
+		return l.st, nil
+	}
+	st := newState(streamID, s.cfg.ChunkTarget)
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("%w: corrupt state for %s: %v", errPoison, streamID, err)
+	}
+	if st.Pending == nil {
+		st.Pending = map[uint64]*pending{}
+	}
+	st.rev = rev
+	l.st = st
+	return st, nil
 }
 
+// errStale means another packager saved the stream's state first; the work is retried on
+// the newer state.
+var errStale = errors.New("packager: state changed by another packager")
+
+// save stores the state if nobody saved a newer revision since it was loaded.
 func (s *Service) save(ctx context.Context, st *state) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	_, err = s.state.Put(ctx, stateKey(st.StreamID), b)
-	return err
+	var rev uint64
+	if st.rev == 0 {
+		rev, err = s.state.Create(ctx, stateKey(st.StreamID), b)
+	} else {
+		rev, err = s.state.Update(ctx, stateKey(st.StreamID), b, st.rev)
+	}
+	if errors.Is(err, queue.ErrConflict) || errors.Is(err, queue.ErrExists) {
+		s.forget(st.StreamID)
+		return errStale
+	}
+	if err != nil {
+		return err
+	}
+	st.rev = rev
+	return nil
+}
+
+// forget drops a cached state so the next load reads the store.
+func (s *Service) forget(streamID string) {
+	s.mu.Lock()
+	l := s.streams[streamID]
+	s.mu.Unlock()
+	if l != nil {
+		l.st = nil
+	}
 }
 
 func stateKey(streamID string) string { return "packager." + streamID }
 
+// tend does a stream's timed work: deleting segments past their grace, retrying playlists that
+// failed to upload, listing a gap for a chunk that never came, and ending a session whose
+// chunks stopped coming without a last one (its ingest died).
+func (s *Service) tend(ctx context.Context, id string) {
+	l := s.lock(id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, err := s.load(ctx, l, id)
+	if err != nil {
+		s.log.Warn("loading state failed", "stream_id", id, "err", err)
+		return
+	}
+	log := s.log.With("stream_id", id, "session_id", st.Session)
+	changed := false
+	if len(st.Retired) > 0 && s.sweep(ctx, st) {
+		changed = true
+	}
+	if len(st.Pending) > 0 && !st.WaitingSince.IsZero() && time.Since(st.WaitingSince) > s.cfg.GapTimeout {
+		st.Pending[st.NextSeq] = st.gapFor(st.NextSeq)
+		changed = true
+	}
+	if st.Session != "" && !st.Ended && len(st.Pending) == 0 && !st.LastActivity.IsZero() &&
+		time.Since(st.LastActivity) > s.cfg.SessionTimeout {
+		log.Warn("no chunk for the session in a while: ending it (its ingest may have died)", "idle", time.Since(st.LastActivity).Round(time.Second))
+		st.Ended, st.EndedByTimeout, st.Dirty = true, true, true
+		s.sessionEnded(ctx, st, log)
+		changed = true
+	}
+	if !changed && !st.Dirty {
+		return
+	}
+	if err := s.advance(ctx, st, log); err != nil && !errors.Is(err, errStale) {
+		log.Warn("timed packaging work failed; will retry", "err", err)
+	}
+}
+
+// discover loads the streams whose state is in the store, so timed work (gaps, endings,
+// deletions) goes on for them after a restart even if no message comes.
+func (s *Service) discover(ctx context.Context) {
+	kl, ok := s.state.(interface {
+		KeysMatching(ctx context.Context, filter string) ([]string, error)
+	})
+	if !ok {
+		return
+	}
+	keys, err := kl.KeysMatching(ctx, "packager.*")
+	if err != nil {
+		s.log.Warn("listing stream states failed", "err", err)
+		return
+	}
+	for _, k := range keys {
+		s.lock(strings.TrimPrefix(k, "packager."))
+	}
+}
+
 // gapLoop lists a gap for a chunk that has not come while later ones wait, so one lost chunk
 // never stalls a stream.
 func (s *Service) gapLoop(ctx context.Context) {
+	s.discover(ctx)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	lastExpiry := time.Time{}
@@ -419,32 +547,13 @@ func (s *Service) gapLoop(ctx context.Context) {
 			s.expireRecordings(ctx)
 		}
 		s.mu.Lock()
-		locks := make([]*streamLock, 0, len(s.streams))
-		for _, l := range s.streams {
-			locks = append(locks, l)
+		ids := make([]string, 0, len(s.streams))
+		for id := range s.streams {
+			ids = append(ids, id)
 		}
 		s.mu.Unlock()
-		for _, l := range locks {
-			l.mu.Lock()
-			st := l.st
-			if st != nil && len(st.Retired) > 0 && s.sweep(ctx, st) {
-				if err := s.save(ctx, st); err != nil {
-					s.log.Warn("saving state failed", "stream_id", st.StreamID, "err", err)
-				}
-			}
-			if st != nil && st.Dirty {
-				if err := s.advance(ctx, st, s.log.With("stream_id", st.StreamID)); err != nil {
-					s.log.Warn("publishing playlists failed; will retry", "stream_id", st.StreamID, "err", err)
-				}
-			}
-			if st != nil && len(st.Pending) > 0 && !st.WaitingSince.IsZero() && time.Since(st.WaitingSince) > s.cfg.GapTimeout {
-				log := s.log.With("stream_id", st.StreamID, "session_id", st.Session)
-				st.Pending[st.NextSeq] = st.gapFor(st.NextSeq)
-				if err := s.advance(ctx, st, log); err != nil {
-					log.Warn("listing a gap failed; will retry", "err", err)
-				}
-			}
-			l.mu.Unlock()
+		for _, id := range ids {
+			s.tend(ctx, id)
 		}
 	}
 }

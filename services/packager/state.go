@@ -18,18 +18,23 @@ import (
 // state is one stream's packaging state. It is saved after every change, so numbering survives
 // a packager restart.
 type state struct {
+	// rev is the state store revision this state was loaded at (0: not stored yet).
+	rev      uint64
 	StreamID string `json:"stream_id"`
 	// NextN is the next unused segment number of the stream; numbers run on across sessions so
 	// a live URL keeps working when a publisher reconnects.
-	NextN        uint64              `json:"next_n"`
-	Session      string              `json:"session"`
-	Base         uint64              `json:"base"`     // segment number of the session's seq 0
-	NextSeq      uint64              `json:"next_seq"` // the session's next seq to list
-	Ended        bool                `json:"ended"`
-	SessionStart bool                `json:"session_start"` // the next listed entry opens a session
-	Pending      map[uint64]*pending `json:"pending"`
-	WaitingSince time.Time           `json:"waiting_since"`
-	Window       []entry             `json:"window"`
+	NextN   uint64 `json:"next_n"`
+	Session string `json:"session"`
+	Base    uint64 `json:"base"`     // segment number of the session's seq 0
+	NextSeq uint64 `json:"next_seq"` // the session's next seq to list
+	Ended   bool   `json:"ended"`
+	// EndedByTimeout marks a session ended for silence rather than by its last chunk.
+	EndedByTimeout bool                `json:"ended_by_timeout,omitempty"`
+	LastActivity   time.Time           `json:"last_activity"`
+	SessionStart   bool                `json:"session_start"` // the next listed entry opens a session
+	Pending        map[uint64]*pending `json:"pending"`
+	WaitingSince   time.Time           `json:"waiting_since"`
+	Window         []entry             `json:"window"`
 	// DiscSeq counts discontinuities that have left the window (EXT-X-DISCONTINUITY-SEQUENCE).
 	DiscSeq uint64 `json:"disc_seq"`
 	// Target is the playlists' target duration; it only grows, as HLS requires.
@@ -286,14 +291,20 @@ func (st *state) master() ([]byte, error) {
 		if r.Seconds > 0 {
 			avg = int(r.Bits / r.Seconds)
 		}
-		codecs := r.Codec
-		if audio != nil {
-			codecs += "," + audio.Codecs
-		}
+		// hls.Master adds the audio group's codec to each variant's CODECS.
 		variants = append(variants, hls.Variant{URI: n + "/index.m3u8", Bandwidth: peak + audioRate,
-			AverageBandwidth: avg + audioRate, Width: r.Width, Height: r.Height, FrameRate: r.FPS, Codecs: codecs})
+			AverageBandwidth: avg + audioRate, Width: r.Width, Height: r.Height, FrameRate: r.FPS, Codecs: r.Codec})
 	}
 	return hls.Master(variants, audio)
+}
+
+func (st *state) hasVideo() bool {
+	for _, r := range st.Renditions {
+		if r.Kind == "video" {
+			return true
+		}
+	}
+	return false
 }
 
 // publish writes every rendition's media playlist, then the multivariant playlist.
@@ -311,6 +322,11 @@ func (s *Service) publish(ctx context.Context, st *state) error {
 		if err := s.put(ctx, st.key(n, "index.m3u8"), b, !st.Ended); err != nil {
 			return err
 		}
+	}
+	if !st.hasVideo() {
+		// Nothing playable yet (the stream's first chunks failed): no multivariant playlist
+		// or manifest can describe it, and none is needed.
+		return nil
 	}
 	b, err := st.master()
 	if err != nil {

@@ -101,6 +101,9 @@ func (j Job) Output(r Rung) string { return filepath.Join(j.OutDir, r.Name+".ts"
 // into MPEG-TS, which keeps them exactly; frames are neither dropped nor duplicated
 // (-fps_mode passthrough) so frames in = frames out.
 func (j Job) Args() []string {
+	if len(j.Rungs) == 0 {
+		return nil // nothing to encode: no ffmpeg run
+	}
 	in := ffmpeg.Input(j.Input, ffmpeg.KwArgs{"f": "mpegts", "copyts": ""})
 	var outs []*ffmpeg.Stream
 	for _, r := range j.Rungs {
