@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,9 +78,14 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info("no --api-token given: using the token stored in the data dir", "file", filepath.Join(cfg.DataDir, "api-token"))
 	}
 
+	qcfg := queue.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Name: "gopcast-" + cfg.Role, Shards: cfg.JetStreamShards}
+	if cfg.Role == "nats" {
+		host, port, _ := net.SplitHostPort(cfg.NATSListen)
+		qcfg.ListenHost = host
+		qcfg.Port, _ = strconv.Atoi(port)
+	}
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	q, err := queue.Connect(qctx, queue.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Name: "gopcast-" + cfg.Role,
-		Shards: cfg.JetStreamShards}, a.log)
+	q, err := queue.Connect(qctx, qcfg, a.log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("NATS (--nats-url): %w", err)

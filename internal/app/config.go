@@ -17,7 +17,7 @@ import (
 )
 
 // Roles a process can run.
-var Roles = []string{"ingest", "transcoder", "packager", "api", "all"}
+var Roles = []string{"ingest", "transcoder", "packager", "api", "all", "nats"}
 
 // Config is every setting of a gopcast process.
 type Config struct {
@@ -39,6 +39,7 @@ type Config struct {
 	// Beyond the design's contract: tuning with safe defaults.
 	RTMPPublicURL         string
 	JetStreamShards       int
+	NATSListen            string
 	RecordingRetention    time.Duration
 	DeleteGrace           time.Duration
 	ChunkDuration         time.Duration
@@ -63,6 +64,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.SetOutput(stderr)
 	var tokens string
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL; empty starts an embedded server (JetStream under --data-dir)")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "nats role: where the standalone JetStream server listens for clients")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); empty stores media under --data-dir and serves it at /media/")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "", "bucket for live media and recordings")
 	fs.StringVar(&c.S3Region, "s3-region", "us-east-1", "S3 region")
@@ -148,6 +150,14 @@ func (c *Config) Validate() error {
 	if c.PublicBaseURL != "" {
 		if u, err := url.Parse(c.PublicBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("public-base-url", "not an http(s) URL")
+		}
+	}
+	if c.Role == "nats" {
+		if _, port, err := net.SplitHostPort(c.NATSListen); err != nil || port == "" {
+			bad("nats-listen", "not a host:port")
+		}
+		if c.NATSURL != "" {
+			bad("nats-url", "the nats role is the server; leave --nats-url empty")
 		}
 	}
 	if c.runs("ingest") {

@@ -28,6 +28,8 @@ Roles:
   transcoder  encodes chunks into the ladder with ffmpeg
   packager    writes CMAF segments and HLS playlists to storage
   api         management API (streams and stream keys)
+  nats        a standalone JetStream server (the one all embeds) for split-role setups
+              without a NATS deployment: --nats-listen, --data-dir
 
 Operator commands:
   streams     create, list, get, update, rotate-key, delete streams and list sessions and

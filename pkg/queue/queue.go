@@ -73,8 +73,12 @@ type Config struct {
 	Port       int
 	// ObjectTTL bounds how long chunk and segment bytes live if nobody consumes them.
 	ObjectTTL time.Duration
-	// AckWait is how long a worker may hold a job without a progress signal.
+	// AckWait is how long a transcoder may hold a chunk job without a progress signal before
+	// it is handed to another worker (a killed worker's job comes back after this).
 	AckWait time.Duration
+	// SegmentAckWait is the same for packagers, whose jobs are short: a killed packager's
+	// chunk is redelivered within it, so another packager takes over quickly.
+	SegmentAckWait time.Duration
 	// MaxDeliver bounds redeliveries of one job before it is given up.
 	MaxDeliver int
 	// Name identifies this client in NATS monitoring.
@@ -90,7 +94,10 @@ func (c *Config) defaults() {
 		c.ObjectTTL = time.Hour
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = 10 * time.Second
+	}
+	if c.SegmentAckWait == 0 {
+		c.SegmentAckWait = 4 * time.Second
 	}
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = 5
@@ -195,10 +202,11 @@ func (c *Conn) setup(ctx context.Context) error {
 		for _, w := range []struct {
 			base, subject, desc, durable string
 			maxDeliver                   int
+			ackWait                      time.Duration
 		}{
-			{ChunksStream, chunkSubject, "chunk jobs: ingest to transcoders", transcoderConsumer, c.cfg.MaxDeliver},
+			{ChunksStream, chunkSubject, "chunk jobs: ingest to transcoders", transcoderConsumer, c.cfg.MaxDeliver, c.cfg.AckWait},
 			// A packager never gives a finished chunk up; undecodable messages are Termed.
-			{SegmentsStream, segmentSubject, "rendition segments: transcoders to packagers", packagerConsumer, -1},
+			{SegmentsStream, segmentSubject, "rendition segments: transcoders to packagers", packagerConsumer, -1, c.cfg.SegmentAckWait},
 		} {
 			name := ShardStream(w.base, k, c.cfg.Shards)
 			if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -215,7 +223,7 @@ func (c *Conn) setup(ctx context.Context) error {
 			if _, err := c.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
 				Durable:       w.durable,
 				AckPolicy:     jetstream.AckExplicitPolicy,
-				AckWait:       c.cfg.AckWait,
+				AckWait:       w.ackWait,
 				MaxDeliver:    w.maxDeliver,
 				MaxAckPending: 10000,
 			}); err != nil {

@@ -48,7 +48,9 @@ func (c *Config) defaults() {
 		c.Window = 6
 	}
 	if c.GapTimeout <= 0 {
-		c.GapTimeout = 15 * time.Second
+		// Longer than a killed transcoder's redelivery (10 s AckWait) plus an encode, so a
+		// worker dying costs a stall, not a segment.
+		c.GapTimeout = 30 * time.Second
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
@@ -155,6 +157,22 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	// Finish what was started even if shutdown begins: a half-listed chunk helps nobody.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	// A storage outage can hold a job for long; tell JetStream it is alive, so only a dead
+	// packager's job is redelivered (its AckWait is short, for a quick takeover).
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				_ = job.InProgress()
+			}
+		}
+	}()
 
 	l := s.lock(seg.StreamID)
 	l.mu.Lock()
