@@ -386,8 +386,13 @@ func (s *Service) uploadSegments(ctx context.Context, st *state, seg *queue.Segm
 			return nil, err
 		}
 		mapURI := st.mapFor(r.Name, init, n)
-		if err := s.put(ctx, st.key(r.Name, mapURI), init, true); err != nil {
-			return nil, err
+		// An init segment is the same for a whole session: write it once, not per chunk.
+		if m := st.Maps[r.Name]; !m.Stored {
+			if err := s.put(ctx, st.key(r.Name, mapURI), init, true); err != nil {
+				return nil, err
+			}
+			m.Stored = true
+			st.Maps[r.Name] = m
 		}
 		if err := s.put(ctx, st.key(r.Name, segmentName(n)), media, true); err != nil {
 			return nil, err

@@ -45,6 +45,8 @@ type state struct {
 	// Dirty means the playlists in storage lag this state (a write failed); they are rewritten
 	// at the next chance.
 	Dirty bool `json:"dirty,omitempty"`
+	// MasterHash identifies the multivariant playlist last written.
+	MasterHash string `json:"master_hash,omitempty"`
 	// Record keeps the current session whole: its entries go to recording pages (RecPages
 	// full ones in the state store, RecBuf the current one) and its segments are never retired.
 	Record         bool      `json:"record,omitempty"`
@@ -61,8 +63,9 @@ type state struct {
 }
 
 type mapInfo struct {
-	Hash string `json:"hash"`
-	URI  string `json:"uri"`
+	Hash   string `json:"hash"`
+	URI    string `json:"uri"`
+	Stored bool   `json:"stored,omitempty"` // written to the bucket
 }
 
 type rendInfo struct {
@@ -292,8 +295,10 @@ func (st *state) master() ([]byte, error) {
 			avg = int(r.Bits / r.Seconds)
 		}
 		// hls.Master adds the audio group's codec to each variant's CODECS.
-		variants = append(variants, hls.Variant{URI: n + "/index.m3u8", Bandwidth: peak + audioRate,
-			AverageBandwidth: avg + audioRate, Width: r.Width, Height: r.Height, FrameRate: r.FPS, Codecs: r.Codec})
+		// Figures are kept to 50 kbit/s steps so the playlist stays the same (and is not
+		// rewritten) while the measured rates wander a little from segment to segment.
+		variants = append(variants, hls.Variant{URI: n + "/index.m3u8", Bandwidth: roundUp(peak+audioRate, 50_000),
+			AverageBandwidth: roundUp(avg+audioRate, 50_000), Width: r.Width, Height: r.Height, FrameRate: r.FPS, Codecs: r.Codec})
 	}
 	return hls.Master(variants, audio)
 }
@@ -332,8 +337,14 @@ func (s *Service) publish(ctx context.Context, st *state) error {
 	if err != nil {
 		return err
 	}
-	if err := s.put(ctx, path.Join("live", st.StreamID, "master.m3u8"), b, !st.Ended); err != nil {
-		return err
+	// The multivariant playlist changes rarely (new renditions, better bandwidth figures, the
+	// end of the session's cache lifetime); rewriting it per segment would double its PUTs.
+	h := sha256.Sum256(append(b, byte(btoi(st.Ended))))
+	if sum := hex.EncodeToString(h[:8]); sum != st.MasterHash {
+		if err := s.put(ctx, path.Join("live", st.StreamID, "master.m3u8"), b, !st.Ended); err != nil {
+			return err
+		}
+		st.MasterHash = sum
 	}
 	mpd, err := st.liveMPD(time.Now().UTC(), s.cfg.Window)
 	if err != nil {
@@ -343,3 +354,13 @@ func (s *Service) publish(ctx context.Context, st *state) error {
 	}
 	return s.put(ctx, path.Join("live", st.StreamID, "manifest.mpd"), mpd, !st.Ended)
 }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// roundUp rounds v up to a multiple of step.
+func roundUp(v, step int) int { return (v + step - 1) / step * step }
