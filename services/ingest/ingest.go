@@ -217,12 +217,12 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		return fmt.Errorf("connect: %w", err)
 	}
 	if !sc.Publish {
-		_ = sc.RejectAction()
+		refuse(sc, "NetStream.Play.Failed", "playback over RTMP is not offered: watch the stream's HLS or DASH URL")
 		return fmt.Errorf("%w: playback over RTMP is not offered; watch HLS or DASH", errRefused)
 	}
 	app, key := splitPath(sc.URL.Path)
 	if app != "live" {
-		_ = sc.RejectAction()
+		refuse(sc, "NetStream.Publish.BadName", fmt.Sprintf("unknown application %q: publish to rtmp://HOST/live/STREAM_KEY", app))
 		return fmt.Errorf("%w: unknown application %q (publish to rtmp://HOST/live/STREAM_KEY)", errRefused, app)
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -242,10 +242,11 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 	claim, err := s.reg.Claim(cctx, st.ID, sess.id)
 	cancel()
 	if err != nil {
-		_ = sc.RejectAction()
 		if errors.Is(err, streams.ErrBusy) {
+			refuse(sc, "NetStream.Publish.BadName", "the stream already has a publisher")
 			return fmt.Errorf("%w: stream %s already has a publisher", errRefused, st.ID)
 		}
+		_ = sc.RejectAction()
 		return fmt.Errorf("%w: live lease: %v", errRefused, err)
 	}
 	log = log.With("session_id", sess.id)
@@ -272,15 +273,20 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		return fmt.Errorf("reading tracks: %w", err)
 	}
 	var vTrack, aTrack *gortmplib.Track
+	var extra []*gortmplib.Track // further tracks of an enhanced-RTMP multitrack publish
 	for _, t := range r.Tracks() {
 		switch c := t.Codec.(type) {
 		case *codecs.H264:
 			if vTrack == nil {
 				vTrack = t
+			} else {
+				extra = append(extra, t)
 			}
 		case *codecs.MPEG4Audio:
 			if aTrack == nil {
 				aTrack = t
+			} else {
+				extra = append(extra, t)
 			}
 		default:
 			refuse(sc, "NetStream.Publish.BadName", fmt.Sprintf("unsupported codec %s: gopcast takes H.264 video with AAC audio", codecName(c)))
@@ -358,21 +364,41 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		}
 	}
 	var fail error
+	backlogFull := false
 	emit := func(c *chunker.Chunk) {
-		if c == nil || fail != nil {
+		// After a failure the remaining chunks still go out, so the session ends with its Last
+		// chunk; only a full backlog has no room for them.
+		if c == nil || backlogFull {
 			return
 		}
 		if !out.push(job(c), c.Data) {
-			fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)
+			backlogFull = true
+			if fail == nil {
+				fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)
+			}
 		}
+	}
+	// RTMP timestamps are 32-bit milliseconds; each track's are carried past the roll-over.
+	// Decode times that really go backwards (an encoder restarting its clock) would put frames
+	// before their chunk's start, so they end the session instead.
+	var vClock, aClock unwrapper
+	backwards := func(kind string, from, to int64) error {
+		return fmt.Errorf("%s timestamps went backwards from %.3f s to %.3f s (encoder clock reset?): ending the session",
+			kind, float64(from)/media.Timescale, float64(to)/media.Timescale)
 	}
 	r.OnDataH264(vTrack, func(pts, dts time.Duration, au [][]byte) {
 		if fail != nil || len(au) == 0 {
 			return
 		}
-		f := media.VideoFrame{PTS: ticks(pts), DTS: ticks(dts), Key: isIDR(au), NALUs: au}
 		if onlyParameterSets(au) {
 			return // a repeated sequence header, not a frame
+		}
+		last, seen := vClock.last, vClock.seen
+		udts := vClock.unwrap(dts)
+		f := media.VideoFrame{PTS: ticks(udts + pts - dts), DTS: ticks(udts), Key: isIDR(au), NALUs: au}
+		if seen && udts < last {
+			fail = backwards("video", ticks(last), f.DTS)
+			return
 		}
 		m.video(f)
 		done, err := ch.WriteVideo(f)
@@ -386,18 +412,36 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 			if fail != nil || len(au) == 0 {
 				return
 			}
+			last, seen := aClock.last, aClock.seen
+			upts := aClock.unwrap(pts)
+			if seen && upts < last-audioJitter {
+				fail = backwards("audio", ticks(last), ticks(upts))
+				return
+			}
 			m.audio(len(au))
-			done, err := ch.WriteAudio(media.AudioFrame{PTS: ticks(pts), Data: au})
+			done, err := ch.WriteAudio(media.AudioFrame{PTS: ticks(upts), Data: au})
 			emit(done)
 			if err != nil && fail == nil {
 				fail = err
 			}
 		})
 	}
+	for _, t := range extra {
+		log.Info("ignoring an extra track of a multitrack publish", "codec", fmt.Sprintf("%T", t.Codec))
+		switch t.Codec.(type) {
+		case *codecs.H264:
+			r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
+		case *codecs.MPEG4Audio:
+			r.OnDataMPEG4Audio(t, func(time.Duration, []byte) {})
+		}
+	}
 
 	var readErr error
-	for fail == nil {
-		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	// ctx is checked too: shutdown ends the read with a deadline, which the next iteration
+	// would otherwise replace while the publisher keeps sending.
+	for fail == nil && ctx.Err() == nil {
+		// Writes too (acknowledgements, ping replies): the handshake deadline has passed.
+		_ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		if readErr = r.Read(); readErr != nil {
 			break
 		}
@@ -406,7 +450,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		for _, c := range rest {
 			emit(c)
 		}
-	} else {
+	} else if !backlogFull {
 		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, Record: st.Record, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
 	}
 	if r := sess.kickReason(); r != "" {
@@ -563,8 +607,35 @@ func splitPath(p string) (app, key string) {
 }
 
 func ticks(d time.Duration) int64 {
-	// RTMP timestamps are whole milliseconds, so this is exact.
-	return int64(d) * media.Timescale / int64(time.Second)
+	// RTMP timestamps are whole milliseconds, so this is exact. Whole seconds are scaled
+	// apart: int64(d)*Timescale overflows past 28.5 hours, well within RTMP's 49.7-day range.
+	sec, rest := int64(d/time.Second), int64(d%time.Second)
+	return sec*media.Timescale + rest*media.Timescale/int64(time.Second)
+}
+
+// rtmpWrap is where RTMP's 32-bit millisecond timestamps roll over, every 49.7 days.
+const rtmpWrap = time.Duration(1<<32) * time.Millisecond
+
+// audioJitter is how far audio timestamps may step back before it counts as a clock reset.
+const audioJitter = 500 * time.Millisecond
+
+// unwrapper carries one track's RTMP timestamps past the 32-bit roll-over with serial number
+// arithmetic, as the RTMP specification asks: a step back of more than half the range is a
+// wrap, not a jump.
+type unwrapper struct {
+	base time.Duration
+	last time.Duration
+	seen bool
+}
+
+func (u *unwrapper) unwrap(ts time.Duration) time.Duration {
+	t := ts + u.base
+	if u.seen && u.last-t > rtmpWrap/2 {
+		u.base += rtmpWrap
+		t += rtmpWrap
+	}
+	u.last, u.seen = t, true
+	return t
 }
 
 func uuidString() string {

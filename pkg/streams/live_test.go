@@ -1,0 +1,112 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+func openRegistry(t *testing.T) *Registry {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q, err := queue.Connect(ctx, queue.Config{DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	r, err := Open(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The live lease as the ingest uses it: one publisher at a time, health through heartbeats,
+// released on the way out, and a lease whose ingest died (no heartbeat, no release) taken
+// over once stale, with its session closed as "ingest lost".
+func TestLiveLease(t *testing.T) {
+	r := openRegistry(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, _, err := r.Create(ctx, "lease", "default", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	a, err := r.Claim(ctx, st.ID, "sess-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Claim(ctx, st.ID, "sess-b"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second claim on a live stream: %v, want ErrBusy", err)
+	}
+	h := Health{VideoCodec: "avc1.64001f", Width: 1280, Height: 720, KeyframeInterval: 20,
+		Warnings: []string{"keyframe interval 20.0 s is over 4 s"}}
+	if err := a.Heartbeat(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	live, err := r.Live(ctx, st.ID)
+	if err != nil || live == nil || live.ID != "sess-a" || live.Health == nil || live.Health.KeyframeInterval != 20 {
+		t.Fatalf("live = %+v, %v", live, err)
+	}
+	if err := a.Release(ctx, 1234, "publisher left"); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := r.Live(ctx, st.ID); err != nil || live != nil {
+		t.Fatalf("after release: live = %+v, %v", live, err)
+	}
+	// Released twice (a retry) is harmless.
+	if err := a.Release(ctx, 1234, "publisher left"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A publisher whose ingest died: its lease stops being refreshed.
+	b, err := r.Claim(ctx, st.ID, "sess-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := b.Session()
+	stale.UpdatedAt = time.Now().Add(-LiveTimeout - time.Second)
+	buf, _ := json.Marshal(stale)
+	if _, err := r.kv.Put(ctx, "live."+st.ID, buf); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := r.Live(ctx, st.ID); err != nil || live != nil {
+		t.Fatalf("a stale lease still counts as live: %+v, %v", live, err)
+	}
+	c, err := r.Claim(ctx, st.ID, "sess-c")
+	if err != nil {
+		t.Fatalf("a stale lease blocks a new publisher: %v", err)
+	}
+	// The dead ingest's claim, if it ever wakes up, is told it lost the lease and cannot
+	// free the new one.
+	if err := b.Heartbeat(ctx, h); !errors.Is(err, ErrBusy) {
+		t.Fatalf("heartbeat on a lost lease: %v, want ErrBusy", err)
+	}
+	if err := b.Release(ctx, 0, "late"); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := r.Live(ctx, st.ID); err != nil || live == nil || live.ID != "sess-c" {
+		t.Fatalf("the old claim's release freed the new lease: %+v, %v", live, err)
+	}
+	sessions, err := r.Sessions(ctx, st.ID, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, s := range sessions {
+		reasons[s.ID] = s.EndReason
+	}
+	if reasons["sess-a"] != "publisher left" || reasons["sess-c"] != "" {
+		t.Errorf("session end reasons: %v", reasons)
+	}
+	t.Logf("dead ingest's session ends as %q", reasons["sess-b"])
+	_ = c.Release(ctx, 0, "done")
+}
