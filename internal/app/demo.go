@@ -29,7 +29,7 @@ gopcast is running (all roles in one process).
   Media         %[4]s/
 
 Create a stream:
-  curl -s -H 'Authorization: Bearer %[2]s' -d '{"name":"my stream"}' %[1]s/v1/streams
+  curl -s -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"name":"my stream"}' %[1]s/v1/streams
 Publish to its publish_url with OBS, or with ffmpeg:
   ffmpeg -re -i input.mp4 -c:v libx264 -g 60 -c:a aac -f flv %[3]s/STREAM_KEY
 Watch its playback.hls URL:

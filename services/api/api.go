@@ -483,7 +483,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return &apiError{http.StatusBadRequest, "invalid_json", "invalid JSON: " + err.Error()}
 	}
-	if dec.More() {
+	// Anything after the object but white space is refused (More alone misses a stray ] or }).
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &apiError{http.StatusBadRequest, "invalid_json", "unexpected data after the JSON object"}
 	}
 	return nil

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -207,7 +209,7 @@ func (s *Service) handle(ctx context.Context, conn net.Conn) {
 	}
 }
 
-func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) error {
+func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (retErr error) {
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sc := &gortmplib.ServerConn{RW: conn}
 	if err := sc.Initialize(); err != nil {
@@ -259,6 +261,8 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		defer cancel()
 		if r := sess.kickReason(); r != "" {
 			endReason = r
+		} else if m == nil && retErr != nil {
+			endReason = retErr.Error() // refused, or no media came: the session record says why
 		}
 		if err := claim.Release(rctx, sc.BytesReceived(), endReason); err != nil {
 			log.Warn("releasing the live lease failed", "err", err)
@@ -459,6 +463,14 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) er
 		endReason = fail.Error()
 	} else if ctx.Err() != nil {
 		endReason = "server shutting down"
+	} else if readErr != nil && !errors.Is(readErr, io.EOF) && !errors.Is(readErr, syscall.ECONNRESET) {
+		// Not the publisher leaving: it went quiet, or sent what the RTMP reader refuses.
+		var ne net.Error
+		if errors.As(readErr, &ne) && ne.Timeout() {
+			endReason = fmt.Sprintf("nothing received for %v", s.cfg.ReadTimeout)
+		} else {
+			endReason = "RTMP error: " + readErr.Error()
+		}
 	}
 	log.Info("publish ended", "chunks", ch.Seq(), "reason", endReason, "read_err", errString(readErr))
 	return fail

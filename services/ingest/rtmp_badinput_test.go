@@ -218,6 +218,9 @@ func TestStalledHandshakeClosedByTimeout(t *testing.T) {
 		t.Logf("silent publisher closed after %v", time.Since(start).Round(10*time.Millisecond))
 		eventually(t, 10*time.Second, "the lease to be released", func() bool { return r.live(st.ID) == nil })
 		r.waitLog("reading tracks", 5*time.Second)
+		if se := r.onlySession(st.ID); !strings.Contains(se.EndReason, "reading tracks") {
+			t.Errorf("the session record of a publish that sent no media ends with %q", se.EndReason)
+		}
 	})
 	if n := len(r.allChunks()); n != 0 {
 		t.Fatalf("%d chunks published", n)
@@ -289,6 +292,9 @@ func TestOtherCodecsRefusedByName(t *testing.T) {
 			}
 			r.waitLog("unsupported codec "+tc.want, 5*time.Second)
 			eventually(t, 10*time.Second, "the lease to be released", func() bool { return r.live(st.ID) == nil })
+			if se := r.onlySession(st.ID); se.EndedAt == nil || !strings.Contains(se.EndReason, "unsupported codec "+tc.want) {
+				t.Errorf("session record: ended %v, reason %q", se.EndedAt, se.EndReason)
+			}
 			if n := len(r.eventsOf(queue.EventStreamLive, st.ID)); n != 0 {
 				t.Errorf("a refused publish announced the stream live")
 			}

@@ -35,15 +35,15 @@ func TestPublisherDropEndsSession(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		drop func(c *gortmplib.Client)
-		// the read error that ends the session, and the least time the end may take
-		readErr string
-		atLeast time.Duration
+		// the read error that ends the session, the end reason, and the least time it may take
+		readErr, reason string
+		atLeast         time.Duration
 	}{
 		{"TCP reset", func(c *gortmplib.Client) {
 			_ = c.NetConn().(*net.TCPConn).SetLinger(0) // close sends RST
 			c.Close()
-		}, "connection reset by peer", 0},
-		{"silence with the socket open", func(*gortmplib.Client) {}, "i/o timeout", r.cfg.ReadTimeout - 100*time.Millisecond},
+		}, "connection reset by peer", "publisher left", 0},
+		{"silence with the socket open", func(*gortmplib.Client) {}, "i/o timeout", "nothing received for 1.5s", r.cfg.ReadTimeout - 100*time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, key := r.stream("drop " + tc.name)
@@ -82,8 +82,11 @@ func TestPublisherDropEndsSession(t *testing.T) {
 			}
 			ev := r.eventsOf(queue.EventStreamIdle, st.ID)[0]
 			t.Logf("stream.idle: %v", ev.Data)
-			if ev.SessionID != live.ID || ev.Data["reason"] == "" {
-				t.Errorf("idle event %+v", ev)
+			if ev.SessionID != live.ID || ev.Data["reason"] != tc.reason {
+				t.Errorf("idle event %+v, want reason %q", ev, tc.reason)
+			}
+			if got := r.endReason(st.ID, live.ID); got != tc.reason {
+				t.Errorf("session record ends with %q, want %q", got, tc.reason)
 			}
 		})
 	}

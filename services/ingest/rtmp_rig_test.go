@@ -219,6 +219,39 @@ func (r *rig) live(streamID string) *streams.Session {
 	return s
 }
 
+// endReason is the end reason in a session's record, as the API's session list shows it.
+func (r *rig) endReason(streamID, sessionID string) string {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := r.reg.Sessions(ctx, streamID, 100)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.ID == sessionID {
+			return s.EndReason
+		}
+	}
+	r.t.Fatalf("no session record %s", sessionID)
+	return ""
+}
+
+// onlySession returns the stream's one session record.
+func (r *rig) onlySession(streamID string) *streams.Session {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := r.reg.Sessions(ctx, streamID, 100)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if len(list) != 1 {
+		r.t.Fatalf("%d session records, want 1", len(list))
+	}
+	return list[0]
+}
+
 // waitLive waits for the stream to be live (its lease taken and its media started: the
 // stream.live event) and returns the session.
 func (r *rig) waitLive(streamID string) *streams.Session {
