@@ -196,14 +196,14 @@ TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 # least interference.
 measure() {
   local name=$1; shift
-  local attempt best="" oc
+  local attempt best="" oc log="$OUT/attempts/$name.log"
   mkdir -p "$OUT/attempts"
-  : >"$OUT/$name.attempts"
+  : >"$log"
   for attempt in $(seq "${ATTEMPTS:-3}"); do
     quiet_wait
     "$@"
     oc=$(cat "$OUT/$name.others")
-    echo "attempt $attempt: other processes used $oc cores on average" >>"$OUT/$name.attempts"
+    echo "attempt $attempt: other processes used $oc cores on average" >>"$log"
     if [ -z "$best" ] || awk -v a="$oc" -v b="$best" 'BEGIN {exit !(a < b)}'; then
       best=$oc
       rm -rf "$OUT/attempts/$name"; mkdir -p "$OUT/attempts/$name"
@@ -213,7 +213,8 @@ measure() {
     [ "$attempt" -lt "${ATTEMPTS:-3}" ] && log "$name: other processes used $oc cores meanwhile; measuring again"
   done
   cp "$OUT/attempts/$name/"* "$OUT/"
-  rm -rf "$OUT/attempts/$name"; rmdir "$OUT/attempts" 2>/dev/null || true
+  { cat "$log"; echo "kept the attempt with $best cores of interference"; } >"$OUT/$name.attempts"
+  rm -rf "$OUT/attempts/$name" "$log"; rmdir "$OUT/attempts" 2>/dev/null || true
 }
 
 # run_gopcast NAME PROFILE [extra gopcast flags...]: starts `gopcast all` with PROFILE as its
