@@ -98,12 +98,31 @@ func (r *Registry) Claim(ctx context.Context, streamID, sessionID string) (*Clai
 }
 
 // Heartbeat refreshes the lease with current figures. ErrBusy means the lease was lost.
+//
+// A heartbeat that timed out during a NATS outage may still be applied later (nats.go sends
+// what it buffered once reconnected), moving the lease to a revision this claim never saw. So a
+// revision conflict is not proof of loss: the lease is read back, and if it still names this
+// session its revision is adopted and the update tried again.
 func (c *Claim) Heartbeat(ctx context.Context, h Health) error {
 	c.sess.UpdatedAt = time.Now().UTC()
 	c.sess.BytesIn = h.BytesIn
 	c.sess.Health = &h
 	b, _ := json.Marshal(c.sess)
 	rev, err := c.reg.kv.Update(ctx, c.key, b, c.rev)
+	if errors.Is(err, queue.ErrConflict) {
+		cur, curRev, gerr := c.reg.kv.Get(ctx, c.key)
+		if gerr != nil {
+			if errors.Is(gerr, queue.ErrNotFound) {
+				return ErrBusy
+			}
+			return gerr
+		}
+		var s Session
+		if json.Unmarshal(cur, &s) != nil || s.ID != c.sess.ID {
+			return ErrBusy
+		}
+		rev, err = c.reg.kv.Update(ctx, c.key, b, curRev)
+	}
 	if errors.Is(err, queue.ErrConflict) || errors.Is(err, queue.ErrNotFound) {
 		return ErrBusy
 	}
@@ -120,10 +139,10 @@ func (c *Claim) Release(ctx context.Context, bytesIn uint64, reason string) erro
 	c.sess.EndedAt, c.sess.UpdatedAt, c.sess.BytesIn, c.sess.EndReason, c.sess.Health = &now, now, bytesIn, reason, nil
 	err1 := c.reg.putSession(ctx, &c.sess)
 	// Only delete our own lease; a newer one stays.
-	cur, rev, err := c.reg.kv.Get(ctx, c.key)
+	cur, _, err := c.reg.kv.Get(ctx, c.key)
 	if err == nil {
 		var s Session
-		if json.Unmarshal(cur, &s) == nil && s.ID == c.sess.ID && rev == c.rev {
+		if json.Unmarshal(cur, &s) == nil && s.ID == c.sess.ID {
 			err = c.reg.kv.Delete(ctx, c.key)
 		}
 	} else if errors.Is(err, queue.ErrNotFound) {

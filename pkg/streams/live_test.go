@@ -67,6 +67,31 @@ func TestLiveLease(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A heartbeat that timed out during a NATS outage and was applied after the reconnect
+	// moves the lease to a revision the claim never saw: the claim is still the owner.
+	a2, err := r.Claim(ctx, st.ID, "sess-a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := a2.Session()
+	late.UpdatedAt = time.Now()
+	buf, _ := json.Marshal(late)
+	if _, err := r.kv.Put(ctx, "live."+st.ID, buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Heartbeat(ctx, h); err != nil {
+		t.Fatalf("heartbeat after a late-applied heartbeat: %v, want the lease kept", err)
+	}
+	if err := a2.Heartbeat(ctx, h); err != nil {
+		t.Fatalf("second heartbeat: %v", err)
+	}
+	if err := a2.Release(ctx, 1, "publisher left"); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := r.Live(ctx, st.ID); err != nil || live != nil {
+		t.Fatalf("after release: live = %+v, %v", live, err)
+	}
+
 	// A publisher whose ingest died: its lease stops being refreshed.
 	b, err := r.Claim(ctx, st.ID, "sess-b")
 	if err != nil {
@@ -74,7 +99,7 @@ func TestLiveLease(t *testing.T) {
 	}
 	stale := b.Session()
 	stale.UpdatedAt = time.Now().Add(-LiveTimeout - time.Second)
-	buf, _ := json.Marshal(stale)
+	buf, _ = json.Marshal(stale)
 	if _, err := r.kv.Put(ctx, "live."+st.ID, buf); err != nil {
 		t.Fatal(err)
 	}
