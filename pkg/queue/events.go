@@ -61,6 +61,8 @@ func (c *Conn) PublishEvent(ctx context.Context, ev Event) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	if _, err := c.js.Publish(ctx, EventSubject(ev.Kind, ev.StreamID), b); err != nil {
 		return fmt.Errorf("queue: publish event %s: %w", ev.Kind, err)
 	}

@@ -113,6 +113,8 @@ func (s *Segment) ID() string {
 // PublishChunk stores the chunk bytes and publishes the job. It returns only once JetStream
 // has both; a retry with the same chunk identity is de-duplicated.
 func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	if len(data) > 0 {
 		job.Object = job.ID()
 		job.Size = len(data)
@@ -125,6 +127,8 @@ func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error 
 
 // ChunkBytes fetches a chunk's bytes.
 func (c *Conn) ChunkBytes(ctx context.Context, job *Chunk) ([]byte, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	b, err := c.chunks.GetBytes(ctx, job.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("queue: chunk %s: %w", job.Object, ErrNotFound)
@@ -137,6 +141,8 @@ func (c *Conn) DeleteChunk(ctx context.Context, job *Chunk) error {
 	if job.Object == "" {
 		return nil
 	}
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	err := c.chunks.Delete(ctx, job.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil
@@ -147,6 +153,8 @@ func (c *Conn) DeleteChunk(ctx context.Context, job *Chunk) error {
 // PutRendition stores one rendition object (init or media segment) under a deterministic
 // name, so a redelivered job overwrites rather than duplicates.
 func (c *Conn) PutRendition(ctx context.Context, name string, data []byte) error {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	if _, err := c.renders.PutBytes(ctx, name, data); err != nil {
 		return fmt.Errorf("queue: store %s: %w", name, err)
 	}
@@ -155,6 +163,8 @@ func (c *Conn) PutRendition(ctx context.Context, name string, data []byte) error
 
 // RenditionBytes fetches one rendition object.
 func (c *Conn) RenditionBytes(ctx context.Context, name string) ([]byte, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	b, err := c.renders.GetBytes(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("queue: rendition %s: %w", name, ErrNotFound)
@@ -164,6 +174,8 @@ func (c *Conn) RenditionBytes(ctx context.Context, name string) ([]byte, error) 
 
 // DeleteRendition removes a rendition object once it is in the bucket.
 func (c *Conn) DeleteRendition(ctx context.Context, name string) error {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	err := c.renders.Delete(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil
@@ -181,10 +193,23 @@ func (c *Conn) publish(ctx context.Context, subject, id string, v any) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	if _, err := c.js.Publish(ctx, subject, data, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("queue: publish %s: %w", subject, err)
 	}
 	return nil
+}
+
+// CallTimeout bounds every single JetStream call (a publish, an object put or get, a KV
+// operation), whatever the caller's context allows. A request in flight when its server dies
+// never gets a reply, and nats.go does not fail it on reconnect: without this bound a worker
+// would wait out its whole job timeout (minutes) holding the job, instead of failing the call
+// and retrying on the reconnected server. Objects are chunks of a few MB on a local network.
+const CallTimeout = 10 * time.Second
+
+func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, CallTimeout)
 }
 
 // Job is one delivered message with its decoded body. The handler decides its fate through
@@ -198,7 +223,11 @@ type Job[T any] struct {
 
 // Ack acknowledges the job and waits for the server to confirm, so a confirmed job is never
 // redelivered.
-func (j *Job[T]) Ack(ctx context.Context) error { return j.msg.DoubleAck(ctx) }
+func (j *Job[T]) Ack(ctx context.Context) error {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
+	return j.msg.DoubleAck(ctx)
+}
 
 // Retry hands the job back for redelivery after delay.
 func (j *Job[T]) Retry(delay time.Duration) error { return j.msg.NakWithDelay(delay) }

@@ -30,6 +30,8 @@ func (c *Conn) KV(ctx context.Context, name string) (*KV, error) {
 
 // Get returns the value and revision of key, or ErrNotFound.
 func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	e, err := k.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrNotFound)
@@ -42,6 +44,8 @@ func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 
 // Create stores key only if it does not exist (ErrExists otherwise).
 func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	rev, err := k.kv.Create(ctx, key, value)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrExists)
@@ -54,6 +58,8 @@ func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, erro
 
 // Update stores key only if its revision is still rev (ErrConflict otherwise).
 func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	nrev, err := k.kv.Update(ctx, key, value, rev)
 	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
 		return 0, fmt.Errorf("queue: %s/%s: %w", k.name, key, ErrConflict)
@@ -66,6 +72,8 @@ func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (
 
 // Put stores key unconditionally.
 func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	rev, err := k.kv.Put(ctx, key, value)
 	if err != nil {
 		return 0, fmt.Errorf("queue: put %s/%s: %w", k.name, key, err)
@@ -75,6 +83,8 @@ func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) 
 
 // Delete removes key; a missing key is not an error.
 func (k *KV) Delete(ctx context.Context, key string) error {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	err := k.kv.Delete(ctx, key)
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("queue: delete %s/%s: %w", k.name, key, err)
@@ -84,6 +94,8 @@ func (k *KV) Delete(ctx context.Context, key string) error {
 
 // Keys lists every key in the bucket.
 func (k *KV) Keys(ctx context.Context) ([]string, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	keys, err := k.kv.Keys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
@@ -101,6 +113,8 @@ func isWrongSequence(err error) bool {
 
 // KeysMatching lists the keys matching a NATS subject filter such as "stream.>".
 func (k *KV) KeysMatching(ctx context.Context, filter string) ([]string, error) {
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
 	l, err := k.kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("queue: keys %s/%s: %w", k.name, filter, err)

@@ -94,10 +94,10 @@ func (c *Config) defaults() {
 		c.ObjectTTL = time.Hour
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 10 * time.Second
+		c.AckWait = 6 * time.Second
 	}
 	if c.SegmentAckWait == 0 {
-		c.SegmentAckWait = 4 * time.Second
+		c.SegmentAckWait = 2500 * time.Millisecond
 	}
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = 5

@@ -161,7 +161,7 @@ func keepAlive(ctx context.Context, job interface{ InProgress() error }) (stop f
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(3 * time.Second) // well inside the queue's 10 s AckWait
+		t := time.NewTicker(2 * time.Second) // well inside the queue's 6 s AckWait
 		defer t.Stop()
 		for {
 			select {
