@@ -85,6 +85,16 @@ type builder struct {
 	buf        bytes.Buffer
 	w          *mpegts.Writer
 	nv, na, nk int
+	// noAudio keeps the video access units written while the chunk has no audio yet (a
+	// session with audio), so a chunk that ends without any can be written again as
+	// video-only: an MPEG-TS declaring an audio stream that never carries data cannot be
+	// read (the reader never learns the stream's codec).
+	noAudio []tsAccessUnit
+}
+
+type tsAccessUnit struct {
+	pts, dts int64
+	au       [][]byte
 }
 
 // New returns a Chunker for a session with the given codec configuration; audio may be nil
@@ -182,6 +192,7 @@ func (c *Chunker) WriteAudio(f media.AudioFrame) (*Chunk, error) {
 		}
 	}
 	b.na++
+	b.noAudio = nil
 	return done, b.w.WriteMPEG4Audio(c.aTrack, TSBase+f.PTS-b.start, [][]byte{f.Data})
 }
 
@@ -219,6 +230,22 @@ func (c *Chunker) open(dts int64) *builder {
 }
 
 func (c *Chunker) finish(b *builder, last bool) *Chunk {
+	if c.aTrack != nil && b.na == 0 && len(b.noAudio) > 0 {
+		// Audio never came for this chunk (the session ended right after a keyframe, or the
+		// publisher's audio stopped): write it again without the audio stream.
+		var buf bytes.Buffer
+		w := &mpegts.Writer{W: &buf, Tracks: []*mpegts.Track{c.vTrack}}
+		ok := w.Initialize() == nil
+		for _, u := range b.noAudio {
+			if ok && w.WriteH264(c.vTrack, u.pts, u.dts, u.au) != nil {
+				ok = false
+			}
+		}
+		if ok {
+			b.buf = buf
+		}
+		b.noAudio = nil
+	}
 	return &Chunk{
 		Seq:         b.seq,
 		Start:       b.start,
@@ -239,7 +266,15 @@ func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) error {
 	}
 	b.nv++
 	c.lastDTS = f.DTS
-	return b.w.WriteH264(c.vTrack, TSBase+f.PTS-b.start, TSBase+f.DTS-b.start, au)
+	pts, dts := TSBase+f.PTS-b.start, TSBase+f.DTS-b.start
+	if c.aTrack != nil && b.na == 0 {
+		cp := make([][]byte, len(au)) // the caller may reuse its buffers
+		for i, n := range au {
+			cp[i] = bytes.Clone(n)
+		}
+		b.noAudio = append(b.noAudio, tsAccessUnit{pts: pts, dts: dts, au: cp})
+	}
+	return b.w.WriteH264(c.vTrack, pts, dts, au)
 }
 
 // withParameterSets puts SPS and PPS in front of a keyframe that lacks them, so every chunk

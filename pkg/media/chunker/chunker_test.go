@@ -237,3 +237,45 @@ func TestNeedsParameterSets(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A chunk of a session with audio that gets no audio frame (the publisher stops right after a
+// keyframe, or its audio stops) is written without the audio stream, so it can still be read:
+// a declared stream without data leaves an MPEG-TS reader unable to learn its codec.
+func TestChunkWithoutAudioIsVideoOnly(t *testing.T) {
+	c, err := New(Config{}, cfg, aacConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := feed(t, c, 60, 60, 0, true) // one full 2 s GOP with audio
+	if len(chunks) != 1 {
+		t.Fatalf("%d chunks after the first GOP, want 1", len(chunks))
+	}
+	// The next keyframe and one more frame, then the session ends before any audio.
+	for i := 60; i < 62; i++ {
+		if ch, err := c.WriteVideo(videoFrame(i, i == 60)); err != nil {
+			t.Fatal(err)
+		} else if ch != nil {
+			chunks = append(chunks, ch)
+		}
+	}
+	chunks = append(chunks, c.Flush()...)
+	last := chunks[len(chunks)-1]
+	if !last.Last || last.AudioFrames != 0 || last.VideoFrames != 2 {
+		t.Fatalf("last chunk: last=%v audio=%d video=%d", last.Last, last.AudioFrames, last.VideoFrames)
+	}
+	r := &mpegts.Reader{R: bytes.NewReader(last.Data)}
+	if err := r.Initialize(); err != nil {
+		t.Fatalf("the audio-less last chunk cannot be read: %v", err)
+	}
+	if n := len(r.Tracks()); n != 1 {
+		t.Errorf("%d tracks, want video only", n)
+	}
+	d := demux(t, last.Data)
+	if len(d.video) != 2 || !d.video[0].Key || d.video[0].DTS != TSBase {
+		t.Errorf("video frames: %+v", d.video)
+	}
+	// The chunks with audio still carry it.
+	if d := demux(t, chunks[0].Data); len(d.audio) == 0 {
+		t.Error("first chunk lost its audio")
+	}
+}
