@@ -7,6 +7,13 @@ package media
 // Timestamps are int64 so a session never wraps (MPEG-TS's 33 bits wrap after 26.5 hours).
 const Timescale = 90000
 
+// SessionOrigin is where a session's timeline starts: the publisher's timestamp 0 maps to 10 s.
+// Encoders run decode times ahead of presentation times by their reorder delay (x264 with
+// B-frames: two frames), so a ladder rung of a source presented from 0 would start at a
+// negative decode time, which no CMAF tfdt can hold. The headroom keeps every rendition's
+// timestamps positive, whatever the publisher sends.
+const SessionOrigin = 10 * Timescale
+
 // VideoFrame is one H.264 access unit.
 type VideoFrame struct {
 	PTS int64 // presentation time, Timescale units

@@ -388,7 +388,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 	var vClock, aClock unwrapper
 	backwards := func(kind string, from, to int64) error {
 		return fmt.Errorf("%s timestamps went backwards from %.3f s to %.3f s (encoder clock reset?): ending the session",
-			kind, float64(from)/media.Timescale, float64(to)/media.Timescale)
+			kind, float64(from-media.SessionOrigin)/media.Timescale, float64(to-media.SessionOrigin)/media.Timescale)
 	}
 	r.OnDataH264(vTrack, func(pts, dts time.Duration, au [][]byte) {
 		if fail != nil || len(au) == 0 {
@@ -618,11 +618,12 @@ func splitPath(p string) (app, key string) {
 	return app, key
 }
 
+// ticks maps an RTMP timestamp to the session timeline (90 kHz from media.SessionOrigin).
 func ticks(d time.Duration) int64 {
 	// RTMP timestamps are whole milliseconds, so this is exact. Whole seconds are scaled
 	// apart: int64(d)*Timescale overflows past 28.5 hours, well within RTMP's 49.7-day range.
 	sec, rest := int64(d/time.Second), int64(d%time.Second)
-	return sec*media.Timescale + rest*media.Timescale/int64(time.Second)
+	return media.SessionOrigin + sec*media.Timescale + rest*media.Timescale/int64(time.Second)
 }
 
 // rtmpWrap is where RTMP's 32-bit millisecond timestamps roll over, every 49.7 days.
