@@ -262,6 +262,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.ListedHold == 0 {
+		cfg.ListedHold = -1 // tests list faster than real time; TestBacklogStaysListed tests the hold
+	}
 	h := &harness{t: t, cfg: cfg, q: newFakeQueue(), local: local, state: newMemState(), logs: &lockedBuffer{}}
 	h.store = &recStore{Store: local}
 	h.svc = h.newService()

@@ -24,6 +24,10 @@ import (
 type Config struct {
 	// Window is how many segments a live media playlist lists.
 	Window int
+	// ListedHold is the least time a segment stays in the live playlists once listed, even
+	// when that lists more than Window segments for a while (after a stall); 0 is Window−1
+	// target durations, negative none.
+	ListedHold time.Duration
 	// GapTimeout is how long a missing chunk is waited for, while later ones are ready, before
 	// it is listed as a gap.
 	GapTimeout time.Duration
@@ -48,9 +52,10 @@ func (c *Config) defaults() {
 		c.Window = 6
 	}
 	if c.GapTimeout <= 0 {
-		// Longer than a killed transcoder's redelivery (10 s AckWait) plus an encode, so a
-		// worker dying costs a stall, not a segment.
-		c.GapTimeout = 30 * time.Second
+		// Longer than a chunk job's every delivery (5 x the queue's 6 s AckWait when
+		// its transcoders keep dying) plus an encode, so workers dying cost a stall,
+		// never a segment: a chunk is only a gap when its job is gone.
+		c.GapTimeout = 45 * time.Second
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
@@ -158,11 +163,12 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	// A storage outage can hold a job for long; tell JetStream it is alive, so only a dead
-	// packager's job is redelivered (its AckWait is short, for a quick takeover).
+	// packager's job is redelivered (its AckWait is short, 2.5 s, for a takeover within two
+	// segment durations).
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -310,7 +316,7 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 		st.WaitingSince = time.Time{}
 	}
 	if changed {
-		st.trim(s.cfg.Window)
+		st.trim(s.cfg.Window, s.cfg.ListedHold, time.Now())
 		st.Dirty = true
 	}
 	if st.Dirty {

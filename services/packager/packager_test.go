@@ -851,3 +851,26 @@ func TestStateSurvivesJSON(t *testing.T) {
 		}
 	}
 }
+
+// A backlog listed in one update (the chunks that waited behind one whose transcoder died)
+// stays in the live playlists for a window's duration, even past the window's length: trimmed
+// straight to the window, its first segments would be in no playlist a player ever fetched.
+func TestBacklogStaysListed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Window: 3, ListedHold: time.Hour})
+	a := h.session("st1", sessA)
+	h.mustAccept(a.seg(0))
+	// 1 is late; 2..7 wait for it and are listed together with it.
+	h.mustAccept(a.seg(2), a.seg(3), a.seg(4), a.seg(5), a.seg(6), a.seg(7))
+	h.wantListing("st1", seqs(0, 0), nil)
+	h.mustAccept(a.seg(1))
+	h.wantListing("st1", seqs(0, 7), nil)
+
+	// Once entries have been listed for the hold, the window is back to 3.
+	h2 := newHarness(t, Config{Window: 3, ListedHold: time.Nanosecond})
+	b := h2.session("st1", sessA)
+	h2.mustAccept(b.seg(0), b.seg(2), b.seg(3), b.seg(4), b.seg(5), b.seg(6), b.seg(7))
+	time.Sleep(time.Millisecond)
+	h2.mustAccept(b.seg(1))
+	h2.wantListing("st1", seqs(5, 7), nil)
+}

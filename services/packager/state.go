@@ -202,9 +202,17 @@ func (st *state) list(p *pending, n uint64) {
 	}
 }
 
-// trim keeps the last window entries, counting discontinuities that leave.
-func (st *state) trim(window int) {
-	for len(st.Window) > window {
+// trim keeps the last window entries, counting discontinuities that leave. An entry listed
+// less than hold ago stays even so: after a stall (a chunk redelivered after its transcoder
+// died) the waiting chunks are listed in one update, and trimming straight to the window would
+// drop some before any player's reload saw them. The playlist grows for a while instead, which
+// HLS and DASH players follow. hold 0 is window−1 target durations (a steady stream, listing a
+// segment per target duration, keeps exactly window entries); negative, none.
+func (st *state) trim(window int, hold time.Duration, now time.Time) {
+	if hold == 0 {
+		hold = time.Duration(max(window-1, 1)*max(st.Target, 1)) * time.Second
+	}
+	for len(st.Window) > window && (hold < 0 || now.Sub(st.Window[0].Listed) >= hold) {
 		if st.Window[0].Discontinuity {
 			st.DiscSeq++
 		}
