@@ -1,0 +1,81 @@
+package faults
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTranscodersFinishSameChunk: transcoder-1 is frozen (SIGSTOP, with its ffmpeg) in the
+// middle of an encode for longer than the chunk's AckWait, so JetStream hands the chunk to
+// transcoder-2, which finishes it; then transcoder-1 is let go and finishes the same chunk too.
+// Its segment message carries the same Nats-Msg-Id and is de-duplicated, its late ack is
+// refused: the chunk's segments are written once and listed once, and nothing else changes.
+func TestTranscodersFinishSameChunk(t *testing.T) {
+	c := newCluster(t, clusterConfig{transcoders: 2, packagers: 1, profile: "default",
+		transcoderArgs: []string{"--transcoder-concurrency", "1", "--log-level", "debug"}})
+	t1, t2 := c.procByName("transcoder-1"), c.procByName("transcoder-2")
+	s := c.createStream("same chunk twice", "default")
+	const seconds = 30
+	w := newWatcher(t, s.base(), 250*time.Millisecond).start()
+	pub := startPublisher(t, c.ffmpeg, publishArgs(c.publishURL(s), seconds))
+	waitFor(t, 30*time.Second, "the first segment listed", func() bool { return w.listed("source") > 0 })
+
+	// Freeze transcoder-1 while its ffmpeg runs.
+	var kids []int
+	waitFor(t, 20*time.Second, "transcoder-1 encoding", func() bool {
+		if !t1.running() {
+			return false
+		}
+		kids = descendants(t1.pid())
+		return len(kids) > 0
+	})
+	t1.signal(syscall.SIGSTOP)
+	for _, k := range kids {
+		_ = syscall.Kill(k, syscall.SIGSTOP)
+	}
+	frozen := time.Now()
+	done2, _ := t2.metric("gopcast_transcoder_chunks_total")
+	// AckWait is 6 s: the job goes to transcoder-2, which finishes it.
+	hold(t.Context(), 9*time.Second)
+	t1.logs.mark("resumed")
+	for _, k := range kids {
+		_ = syscall.Kill(k, syscall.SIGCONT)
+	}
+	t1.signal(syscall.SIGCONT)
+	t.Logf("transcoder-1 frozen mid-encode for %s", time.Since(frozen).Round(100*time.Millisecond))
+	if after, _ := t2.metric("gopcast_transcoder_chunks_total"); after <= done2 {
+		t.Errorf("transcoder-2 transcoded no chunk while transcoder-1 was frozen (%v -> %v)", done2, after)
+	}
+	// transcoder-1 finishes its encode and publishes the same segment.
+	waitFor(t, 30*time.Second, "transcoder-1 done with the chunk", func() bool {
+		l := t1.logsSince("resumed")
+		return strings.Contains(l, "ack failed") || strings.Contains(l, "chunk transcoded")
+	})
+	// JetStream answers a late ack of a message already acked from its redelivery with an
+	// OK (or an error: "ack failed"); either way the job is done once.
+	late := t1.logsSince("resumed")
+	t.Logf("transcoder-1 after the resume: ack refused %v", strings.Contains(late, "ack failed"))
+
+	if err := pub.wait(time.Minute); err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	w.waitEnded(60 * time.Second)
+	res := w.check(c, checkOpts{minSegments: seconds / 2, frames: seconds * 30, align: true, rungs: []string{"360p"}})
+	pk := c.procByName("packager-1")
+	listed, err := pk.metric("gopcast_packager_segments_listed_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := t1.metric("gopcast_transcoder_chunks_total")
+	b, _ := t2.metric("gopcast_transcoder_chunks_total")
+	t.Logf("FIGURES same chunk transcoded twice: %d segments per rendition, %.0f listed by the packager, transcoders finished %.0f + %.0f chunks, %d lost",
+		res.segments, listed, a, b, res.lost)
+	if int(a+b) <= res.segments && !strings.Contains(late, "ack failed") {
+		t.Errorf("transcoders finished %.0f chunks for %d segments: the frozen chunk was not finished twice", a+b, res.segments)
+	}
+	if int(listed) != res.segments {
+		t.Errorf("the packager listed %.0f segments for %d chunks: a duplicate was listed", listed, res.segments)
+	}
+}
