@@ -221,6 +221,7 @@ type pubStats struct {
 	MeanLagMS    float64       `json:"mean_write_lag_ms"`
 	Bytes        uint64        `json:"bytes_sent"`
 	Mbps         float64       `json:"mbit_per_s"`
+	chunkStartsD []time.Duration
 }
 
 func (p *publisher) stats() pubStats {
@@ -231,6 +232,7 @@ func (p *publisher) stats() pubStats {
 	for _, c := range p.chunkStarts {
 		s.ChunkStarts = append(s.ChunkStarts, c.Seconds())
 	}
+	s.chunkStartsD = append([]time.Duration(nil), p.chunkStarts...)
 	if n := p.videoSent + p.audioSent; n > 0 {
 		s.MeanLagMS = ms(p.sumLag / time.Duration(n))
 	}

@@ -19,6 +19,11 @@ const (
 		"when that fragment could not be read, from the sum of EXTINF durations of segments 0..n (the session starts at media time 0)"
 	defListed = "listed at = arrival of the first media-playlist response that lists the segment (polled every --poll, so it is late by " +
 		"up to one poll interval plus one request)"
+	defMediaEndTS = "MPEG-TS segments (playlists without EXT-X-MAP, e.g. nginx-rtmp): each rendition is cut and numbered on its own, so " +
+		"T_end of segment n = the first video DTS of segment n+1 read from its head (or, when that is unknown, segment n's first DTS + its EXTINF), " +
+		"less --ts-offset (what the server adds to the RTMP timestamps), snapped to the publisher's nearest chunk start or media end within 250 ms; " +
+		"a segment is mapped to the publisher's chunk where it starts, and a rendition is expected to list every chunk from the one where its " +
+		"segment --first-seq starts (earlier chunks, e.g. before an exec'd encoder connected, are reported as skipped at start, not lost)"
 	defDelay       = "delay = listed at - media end"
 	defPercentiles = "percentiles: nearest rank over all segments (gaps excluded)"
 )
@@ -41,17 +46,20 @@ type report struct {
 
 // renditionReport aggregates one rendition over every stream (or everything, for overall).
 type renditionReport struct {
-	Name     string   `json:"name"`
-	Expected int      `json:"segments_expected"`
-	Listed   int      `json:"segments_listed"`
-	Gaps     int      `json:"gaps"`
-	Missing  int      `json:"missing"`
-	Lost     int      `json:"lost"`
-	Delay    stats    `json:"delay_s"`
-	Extra    int      `json:"unexpected_numbers,omitempty"`
-	Methods  []string `json:"media_end_from,omitempty"`
-	delays   []float64
-	methods  map[string]int
+	Name     string `json:"name"`
+	Expected int    `json:"segments_expected"`
+	Listed   int    `json:"segments_listed"`
+	Gaps     int    `json:"gaps"`
+	Missing  int    `json:"missing"`
+	Lost     int    `json:"lost"`
+	Delay    stats  `json:"delay_s"`
+	Extra    int    `json:"unexpected_numbers,omitempty"`
+	// MPEG-TS renditions: publisher chunks before the rendition's first segment (not expected).
+	Skipped int      `json:"skipped_at_start,omitempty"`
+	Methods []string `json:"media_end_from,omitempty"`
+	TS      bool     `json:"mpegts,omitempty"`
+	delays  []float64
+	methods map[string]int
 }
 
 type stats struct {
@@ -73,12 +81,25 @@ type timelineCheck struct {
 	FragmentsRead         int     `json:"ref_fragments_read"`
 	FragmentErrors        int     `json:"ref_fragment_errors"`
 	FirstFragmentError    string  `json:"first_fragment_error,omitempty"`
+	// MPEG-TS segments: heads read, and how well their first DTS (less --ts-offset) matches the
+	// publisher's chunk starts: a large or unaligned value means a wrong --ts-offset or a server
+	// that rewrites timestamps.
+	TSSegmentsRead      int     `json:"ts_segments_read,omitempty"`
+	TSErrors            int     `json:"ts_segment_errors,omitempty"`
+	FirstTSError        string  `json:"first_ts_error,omitempty"`
+	MaxTSStartVsChunkMS float64 `json:"max_ts_start_vs_publisher_chunk_ms,omitempty"`
+	MaxTSEndSnapMS      float64 `json:"max_ts_end_snap_ms,omitempty"`
+	TSUnaligned         int     `json:"ts_segments_unaligned,omitempty"`
+	// Segments listed before the publisher had sent their media: impossible unless a media end
+	// is wrong.
+	NegativeDelays int `json:"negative_delays"`
 }
 
 type streamReport struct {
 	Index      int                      `json:"index"`
 	ID         string                   `json:"id"`
 	Error      string                   `json:"error,omitempty"`
+	Warning    string                   `json:"warning,omitempty"`
 	Publisher  pubStats                 `json:"publisher"`
 	PollErrors int                      `json:"poll_errors"`
 	LastError  string                   `json:"last_poll_error,omitempty"`
@@ -98,6 +119,10 @@ type segmentLine struct {
 	MediaEndUnix *float64 `json:"media_end_wall_unix,omitempty"`
 	DelayS       *float64 `json:"delay_s,omitempty"`
 	FragStart    *float64 `json:"frag_start_s,omitempty"`
+	// MPEG-TS: the segment's first video DTS on the publisher's timeline, and the publisher
+	// chunk it is mapped to.
+	TSStart *float64 `json:"ts_start_s,omitempty"`
+	Chunk   *int     `json:"chunk,omitempty"`
 }
 
 func buildReport(cfg *loadConfig, c *clip, dur time.Duration, runs []*streamRun, started time.Time) *report {
@@ -114,6 +139,7 @@ func buildReport(cfg *loadConfig, c *clip, dur time.Duration, runs []*streamRun,
 		if run.err != nil {
 			sr.Error = run.err.Error()
 		}
+		sr.Warning = run.warn
 		if run.pub == nil || run.watch == nil {
 			continue
 		}
@@ -130,6 +156,13 @@ func buildReport(cfg *loadConfig, c *clip, dur time.Duration, runs []*streamRun,
 				rr = &renditionReport{Name: name, methods: map[string]int{}}
 				byName[name] = rr
 				names = append(names, name)
+			}
+			if r.TS {
+				if !slices.Contains(rep.Definitions, defMediaEndTS) {
+					rep.Definitions = slices.Insert(rep.Definitions, 1, defMediaEndTS)
+				}
+				rep.tsRendition(cfg, run, ps, sr, r, rr, overall)
+				continue
 			}
 			rr.Expected += ps.Chunks
 			overall.Expected += ps.Chunks
@@ -196,6 +229,9 @@ func buildReport(cfg *loadConfig, c *clip, dur time.Duration, runs []*streamRun,
 					line.MediaEnd = tEnd.Seconds()
 					if wall, ok := run.pub.mediaWall(tEnd); ok {
 						d := s.ListedAt.Sub(wall).Seconds()
+						if d < 0 {
+							rep.Check.NegativeDelays++
+						}
 						wu := unixSeconds(wall)
 						line.DelayS, line.MediaEndUnix = &d, &wu
 						rr.delays = append(rr.delays, d)
@@ -222,6 +258,157 @@ func buildReport(cfg *loadConfig, c *clip, dur time.Duration, runs []*streamRun,
 	}
 	rep.Overall = overall.finish()
 	return rep
+}
+
+// tsSnapTolerance is how far a time read from an MPEG-TS segment may be from the publisher's
+// chunk start (or media end) it is taken to be: codecs shift decode times by a few frames.
+const tsSnapTolerance = 250 * time.Millisecond
+
+// nearest returns the index of the value of sorted closest to t and the distance (-1: empty).
+func nearest(sorted []time.Duration, t time.Duration) (int, time.Duration) {
+	if len(sorted) == 0 {
+		return -1, 0
+	}
+	i := sort.Search(len(sorted), func(i int) bool { return sorted[i] >= t })
+	best := -1
+	var bd time.Duration
+	for _, j := range []int{i - 1, i} {
+		if j < 0 || j >= len(sorted) {
+			continue
+		}
+		d := sorted[j] - t
+		if d < 0 {
+			d = -d
+		}
+		if best < 0 || d < bd {
+			best, bd = j, d
+		}
+	}
+	return best, bd
+}
+
+// tsRendition adds one MPEG-TS rendition of one stream to the report (see defMediaEndTS). The
+// caller holds the watcher's lock.
+func (rep *report) tsRendition(cfg *loadConfig, run *streamRun, ps pubStats, sr *streamReport, r *rendition, rr, overall *renditionReport) {
+	rr.TS = true
+	chunks := ps.chunkStartsD
+	bounds := append(slices.Clone(chunks), ps.MediaEnd) // where a segment may end
+	start := func(s *segment) (time.Duration, bool) {
+		if s == nil || !s.TSOK || s.Gap {
+			return 0, false
+		}
+		return ticksToDuration90k(s.TSDTS) - cfg.TSOffset, true
+	}
+	ns := make([]uint64, 0, len(r.Segs))
+	for n := range r.Segs {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	// Segment n holds chunk n + base: base from the lowest-numbered segment whose start is a
+	// chunk start.
+	base, haveBase := 0, false
+	for _, n := range ns {
+		if st, ok := start(r.Segs[n]); ok {
+			if k, d := nearest(chunks, st); k >= 0 && d <= tsSnapTolerance {
+				base, haveBase = k-int(n), true
+				break
+			}
+		}
+	}
+	first := cfg.FirstSeq
+	if first < 0 {
+		first = 0
+		if len(ns) > 0 {
+			first = int(ns[0])
+		}
+	}
+	startChunk := min(max(0, first+base), len(chunks))
+	rr.Expected += len(chunks) - startChunk
+	overall.Expected += len(chunks) - startChunk
+	rr.Skipped += startChunk
+	overall.Skipped += startChunk
+
+	for _, n := range ns {
+		s := r.Segs[n]
+		line := segmentLine{N: n, Gap: s.Gap, Extinf: s.Extinf, ListedAt: s.ListedAt.Format(time.RFC3339Nano),
+			ListedUnix: unixSeconds(s.ListedAt)}
+		k := int(n) + base
+		if haveBase {
+			kk := k
+			line.Chunk = &kk
+		}
+		if k < 0 || k >= len(chunks) {
+			rr.Extra++
+			overall.Extra++
+		}
+		if s.Gap {
+			rr.Gaps++
+			overall.Gaps++
+			sr.Renditions[r.Name] = append(sr.Renditions[r.Name], line)
+			continue
+		}
+		rr.Listed++
+		overall.Listed++
+		st, ok := start(s)
+		if ok {
+			rep.Check.TSSegmentsRead++
+			v := st.Seconds()
+			line.TSStart = &v
+			if ki, d := nearest(chunks, st); ki < 0 || d > tsSnapTolerance || ki != k {
+				rep.Check.TSUnaligned++
+			} else {
+				rep.Check.MaxTSStartVsChunkMS = max(rep.Check.MaxTSStartVsChunkMS, ms(d))
+			}
+		} else if s.TSErr != "" {
+			rep.Check.TSErrors++
+			if rep.Check.FirstTSError == "" {
+				rep.Check.FirstTSError = s.TSErr
+			}
+		}
+		// Where the segment ends: the next segment's start, else this one's start + EXTINF.
+		var tEnd, raw time.Duration
+		from, haveRaw := "", false
+		if nx, nok := start(r.Segs[n+1]); nok {
+			raw, haveRaw = nx, true
+		} else if ok {
+			raw, haveRaw = st+time.Duration(math.Round(s.Extinf*1e3))*time.Millisecond, true
+		}
+		switch {
+		case haveRaw:
+			if i, d := nearest(bounds, raw); i >= 0 && d <= tsSnapTolerance {
+				tEnd, from = bounds[i], "ts"
+				rep.Check.MaxTSEndSnapMS = max(rep.Check.MaxTSEndSnapMS, ms(d))
+			} else {
+				tEnd, from = raw, "ts-unsnapped"
+			}
+		case haveBase && k+1 >= 1 && k+1 < len(bounds):
+			tEnd, from = bounds[k+1], "seq"
+		}
+		line.From = from
+		if from != "" {
+			line.MediaEnd = tEnd.Seconds()
+			if wall, ok := run.pub.mediaWall(tEnd); ok {
+				d := s.ListedAt.Sub(wall).Seconds()
+				if d < 0 {
+					rep.Check.NegativeDelays++
+				}
+				wu := unixSeconds(wall)
+				line.DelayS, line.MediaEndUnix = &d, &wu
+				rr.delays = append(rr.delays, d)
+				overall.delays = append(overall.delays, d)
+				rr.methods[from]++
+				overall.methods[from]++
+			}
+		}
+		sr.Renditions[r.Name] = append(sr.Renditions[r.Name], line)
+	}
+	// Chunks from the rendition's first segment on that no segment was listed for.
+	for k := startChunk; k < len(chunks); k++ {
+		if n := k - base; n < 0 || r.Segs[uint64(n)] == nil {
+			rr.Missing++
+			overall.Missing++
+		}
+	}
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
@@ -288,10 +475,28 @@ func (rep *report) writeTable(w io.Writer) {
 	}
 	row(rep.Overall)
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\ntimeline check: %d %s fragments read (%d errors); |fragment end - EXTINF sum| <= %.1f ms; |fragment start - publisher chunk start| <= %.1f ms\n",
-		rep.Check.FragmentsRead, rep.RefRendition, rep.Check.FragmentErrors, rep.Check.MaxFragVsExtinfMS, rep.Check.MaxFragVsChunkStartMS)
+	fmt.Fprintln(w)
+	if c := rep.Check; c.FragmentsRead > 0 || c.FragmentErrors > 0 || c.TSSegmentsRead == 0 && c.TSErrors == 0 {
+		fmt.Fprintf(w, "timeline check: %d %s fragments read (%d errors); |fragment end - EXTINF sum| <= %.1f ms; |fragment start - publisher chunk start| <= %.1f ms\n",
+			c.FragmentsRead, rep.RefRendition, c.FragmentErrors, c.MaxFragVsExtinfMS, c.MaxFragVsChunkStartMS)
+	}
 	if rep.Check.FirstFragmentError != "" {
 		fmt.Fprintf(w, "  first fragment error: %s\n", rep.Check.FirstFragmentError)
+	}
+	if c := rep.Check; c.TSSegmentsRead > 0 || c.TSErrors > 0 {
+		fmt.Fprintf(w, "MPEG-TS timeline: %d segment heads read (%d errors); |first DTS - publisher chunk start| <= %.1f ms, %d unaligned; |segment end - snapped end| <= %.1f ms\n",
+			c.TSSegmentsRead, c.TSErrors, c.MaxTSStartVsChunkMS, c.TSUnaligned, c.MaxTSEndSnapMS)
+		if c.FirstTSError != "" {
+			fmt.Fprintf(w, "  first segment error: %s\n", c.FirstTSError)
+		}
+	}
+	if rep.Check.NegativeDelays > 0 {
+		fmt.Fprintf(w, "WARNING: %d segment(s) listed before the publisher sent their media end: a media end is wrong (--ts-offset?)\n", rep.Check.NegativeDelays)
+	}
+	for _, r := range rep.Renditions {
+		if r.Skipped > 0 {
+			fmt.Fprintf(w, "rendition %s: %d publisher chunk(s) before its first segment, not expected (e.g. an exec'd encoder connected late)\n", r.Name, r.Skipped)
+		}
 	}
 	for _, s := range rep.PerStream {
 		p := s.Publisher
@@ -299,6 +504,9 @@ func (rep *report) writeTable(w io.Writer) {
 			s.Index, s.ID, p.MediaSeconds, p.VideoFrames, p.AudioFrames, p.Mbps, p.Chunks, p.MeanLagMS, p.MaxLagMS, s.PollErrors)
 		if s.Error != "" {
 			fmt.Fprintf(w, "; ERROR: %s", s.Error)
+		}
+		if s.Warning != "" {
+			fmt.Fprintf(w, "; WARNING: %s", s.Warning)
 		}
 		fmt.Fprintln(w)
 	}

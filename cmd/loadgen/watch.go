@@ -14,13 +14,22 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gopcast/gopcast/pkg/media"
 )
 
 // watcher polls one stream's HLS playlists as a player at the live edge would, and records
 // when each segment of each rendition first appears.
+//
+// It starts either from a master playlist (renditions are found there) or from media playlists
+// given up front (addMedia, for a server without a master playlist such as nginx-rtmp). Media
+// playlists with EXT-X-MAP hold fMP4 segments: the reference rendition's fragments are read for
+// their tfdt. Media playlists without EXT-X-MAP hold MPEG-TS segments: the head of every
+// segment of every rendition is read for its first video decode time, since each rendition may
+// be numbered and cut on its own.
 type watcher struct {
 	hc     *http.Client
-	master string // master playlist URL
+	master string // master playlist URL ("" when the media playlists are given)
 	poll   time.Duration
 	ref    string // reference rendition name
 
@@ -30,6 +39,7 @@ type watcher struct {
 	masterAt   time.Time // when the master playlist was first fetched
 	pollErrs   int
 	lastErr    string
+	lastNew    time.Time // when a playlist last listed a segment not seen before
 
 	ended   chan struct{} // closed when every known media playlist has EXT-X-ENDLIST
 	endOnce sync.Once
@@ -44,6 +54,8 @@ type rendition struct {
 	Segs  map[uint64]*segment
 	Ended bool
 	Polls int
+	// TS is set once a playlist without EXT-X-MAP listed segments: MPEG-TS segments.
+	TS bool
 
 	initURL   string
 	timescale uint32
@@ -64,6 +76,11 @@ type segment struct {
 	FragStart time.Duration
 	FragOK    bool
 	FragErr   string
+	// MPEG-TS segments: the first video access unit's DTS (PTS if it has none), 90 kHz, as
+	// written by the server.
+	TSDTS int64
+	TSOK  bool
+	TSErr string
 }
 
 func newWatcher(hc *http.Client, master string, poll time.Duration, ref string) *watcher {
@@ -71,11 +88,35 @@ func newWatcher(hc *http.Client, master string, poll time.Duration, ref string) 
 		renditions: make(map[string]*rendition), ended: make(chan struct{})}
 }
 
+// addMedia adds a media playlist to watch without a master playlist; call it before run.
+func (w *watcher) addMedia(name, u string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.renditions[name]; ok {
+		return
+	}
+	w.renditions[name] = &rendition{Name: name, Kind: "video", URL: u, Segs: make(map[uint64]*segment)}
+	w.order = append(w.order, name)
+}
+
 // run polls until ctx ends. The master playlist is fetched every poll until it exists, then
-// every second (renditions may be added); each media playlist has its own poller.
+// every second (renditions may be added); each media playlist has its own poller. Without a
+// master playlist, the media playlists given to addMedia are polled.
 func (w *watcher) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if w.master == "" {
+		w.mu.Lock()
+		rs := make([]*rendition, 0, len(w.order))
+		for _, n := range w.order {
+			rs = append(rs, w.renditions[n])
+		}
+		w.mu.Unlock()
+		for _, r := range rs {
+			wg.Go(func() { w.pollRendition(ctx, r) })
+		}
+		return
+	}
 	t := time.NewTicker(w.poll)
 	defer t.Stop()
 	var lastMaster time.Time
@@ -134,7 +175,7 @@ func (w *watcher) fetchMaster(ctx context.Context) []*rendition {
 		if err != nil {
 			continue
 		}
-		name := path.Base(path.Dir(u.Path))
+		name := renditionName(base, u)
 		if _, ok := w.renditions[name]; ok {
 			continue
 		}
@@ -188,6 +229,9 @@ func (w *watcher) record(ctx context.Context, r *rendition, pl *mediaPlaylist, a
 			r.initURL = u.String()
 		}
 	}
+	if pl.mapURI == "" && len(pl.segments) > 0 {
+		r.TS = true
+	}
 	var fetch []*segment
 	for i, e := range pl.segments {
 		n := pl.mediaSeq + uint64(i)
@@ -196,20 +240,113 @@ func (w *watcher) record(ctx context.Context, r *rendition, pl *mediaPlaylist, a
 		}
 		s := &segment{N: n, URI: e.uri, Extinf: e.duration, Gap: e.gap, Disc: e.disc, ListedAt: at}
 		r.Segs[n] = s
-		if r.Name == w.ref && !s.Gap {
+		w.lastNew = at
+		if (r.TS || r.Name == w.ref) && !s.Gap {
 			fetch = append(fetch, s)
 		}
 	}
 	r.Ended = pl.ended
+	ts := r.TS
 	w.mu.Unlock()
 	for _, s := range fetch {
 		u, err := base.Parse(s.URI)
 		if err != nil {
 			continue
 		}
-		w.fetches.Go(func() { w.fetchFragment(context.WithoutCancel(ctx), r, s, u.String()) })
+		if ts {
+			w.fetches.Go(func() { w.fetchTSHead(context.WithoutCancel(ctx), s, u.String()) })
+		} else {
+			w.fetches.Go(func() { w.fetchFragment(context.WithoutCancel(ctx), r, s, u.String()) })
+		}
 	}
 	return pl.ended
+}
+
+// renditionName names a media playlist found in a master playlist: its directory's name
+// (gopcast: live/ID/720p/index.m3u8 is "720p"), or, when it sits next to the master playlist,
+// its file name without extension (nginx-rtmp's hls_variant: s1_720p.m3u8 next to s1.m3u8).
+// A prefix naming the stream (the master playlist's name or directory, then '_', '-' or '.')
+// is dropped, so the same rendition of different streams has one name.
+func renditionName(master, media *url.URL) string {
+	stem := func(p string) string { b := path.Base(p); return strings.TrimSuffix(b, path.Ext(b)) }
+	name := path.Base(path.Dir(media.Path))
+	if path.Dir(media.Path) == path.Dir(master.Path) {
+		name = stem(media.Path)
+	}
+	for _, p := range []string{stem(master.Path), path.Base(path.Dir(master.Path))} {
+		if p != "" && p != "/" && p != "." && len(name) > len(p)+1 && strings.HasPrefix(name, p) && strings.ContainsRune("_-.", rune(name[len(p)])) {
+			return name[len(p)+1:]
+		}
+	}
+	return name
+}
+
+// complete reports whether every rendition has listed, and had its head read, an MPEG-TS
+// segment starting at or after media time last - tol on the publisher's timeline (offset: what
+// the server adds to the publisher's timestamps): the segment holding the last chunk. Servers
+// that never write EXT-X-ENDLIST (nginx-rtmp) are done when this holds.
+func (w *watcher) complete(last, offset, tol time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.renditions) == 0 {
+		return false
+	}
+	for _, r := range w.renditions {
+		done := false
+		for _, s := range r.Segs {
+			if s.TSOK && ticksToDuration90k(s.TSDTS)-offset >= last-tol {
+				done = true
+				break
+			}
+		}
+		if !done {
+			return false
+		}
+	}
+	return true
+}
+
+// lastListed is when a playlist last listed a new segment (zero: never).
+func (w *watcher) lastListed() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastNew
+}
+
+// fetchTSHead reads the head of MPEG-TS segment s and records its first video decode time.
+func (w *watcher) fetchTSHead(ctx context.Context, s *segment, u string) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var err error
+	for _, limit := range []int{16 << 10, 256 << 10, 4 << 20} {
+		var (
+			b      []byte
+			status int
+		)
+		b, _, status, err = w.get(ctx, u, fmt.Sprintf("bytes=0-%d", limit-1))
+		if err == nil && status != http.StatusOK && status != http.StatusPartialContent {
+			err = fmt.Errorf("GET %s: status %d", u, status)
+		}
+		if err != nil {
+			break
+		}
+		var dts int64
+		dts, _, err = tsFirstVideoDTS(b)
+		if errors.Is(err, errTSShort) && len(b) >= limit {
+			continue // a longer head may hold it
+		}
+		if err == nil {
+			w.mu.Lock()
+			s.TSDTS, s.TSOK = dts, true
+			w.mu.Unlock()
+			return
+		}
+		err = fmt.Errorf("%s: %w", u, err)
+		break
+	}
+	w.mu.Lock()
+	s.TSErr = err.Error()
+	w.mu.Unlock()
 }
 
 func (w *watcher) checkEnded() {
@@ -281,12 +418,24 @@ func (w *watcher) fetchFragment(ctx context.Context, r *rendition, s *segment, u
 			return
 		}
 		w.mu.Lock()
-		s.FragStart = ticksToDuration(start, ts)
-		s.FragEnd = ticksToDuration(start+dur, ts)
+		// gopcast's session timeline starts at media.SessionOrigin for the publisher's 0.
+		s.FragStart = ticksToDuration(start, ts) - sessionOrigin
+		s.FragEnd = ticksToDuration(start+dur, ts) - sessionOrigin
 		s.FragOK = true
 		w.mu.Unlock()
 		return
 	}
+}
+
+// sessionOrigin is where gopcast's session timeline puts the publisher's timestamp 0.
+var sessionOrigin = ticksToDuration(media.SessionOrigin, media.Timescale)
+
+// ticksToDuration90k converts a 90 kHz MPEG-TS timestamp.
+func ticksToDuration90k(v int64) time.Duration {
+	if v < 0 {
+		return -ticksToDuration(uint64(-v), tsTimescale)
+	}
+	return ticksToDuration(uint64(v), tsTimescale)
 }
 
 func ticksToDuration(v uint64, timescale uint32) time.Duration {

@@ -23,7 +23,8 @@
 # Usage: scripts/bench/spine.sh   (about 8 minutes on an idle 2-core machine that keeps up; the
 #                                  first run adds a minute to generate the input)
 # Environment:
-#   SECONDS_MEDIA (60), STREAMS (1), LOCAL (1), PASSTHROUGH (1)
+#   SECONDS_MEDIA (60), STREAMS (1); S3, PASSTHROUGH, LOCAL, PLAIN (1): set 0 to skip the S3
+#                  runs, the passthrough run, the local-storage run, the ffmpeg-only runs
 #   OUT            results directory (default: a results/ dir in the temporary work dir, kept)
 #   BENCH_CACHE    input cache (default ~/.cache/gopcast-bench)
 #   REV            build gopcast at this git revision (git archive; the checkout is untouched)
@@ -44,6 +45,8 @@ SECONDS_MEDIA=${SECONDS_MEDIA:-60}
 STREAMS=${STREAMS:-1}
 LOCAL=${LOCAL:-1}
 PASSTHROUGH=${PASSTHROUGH:-1}
+PLAIN=${PLAIN:-1}
+S3=${S3:-1}
 FFMPEG=${FFMPEG:-$(command -v ffmpeg || echo /usr/bin/ffmpeg)}
 FFPROBE=${FFPROBE:-$(command -v ffprobe || echo /usr/bin/ffprobe)}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gopcast-bench}
@@ -249,7 +252,9 @@ run_gopcast_once() {
   cat "$OUT/$name.loadgen.txt" >&2
   [ $rc -eq 0 ] || { log "$name: loadgen failed ($rc):"; cat "$OUT/$name.loadgen.err" >&2; }
   stop_pid "$gpid"
-  jq -n --arg name "$name" --argjson tck "$CLK_TCK" \
+  local storage=local; [ -z "${MINIO_PID:-}" ] || storage=s3
+  jq -n --arg name "$name" --argjson tck "$CLK_TCK" --arg profile "$profile" --arg storage "$storage" \
+    --arg conc "${TRANSCODER_CONCURRENCY:-default (half the CPUs)}" \
     --arg b "$before" --arg a "$after" --arg mb "$mbefore" --arg ma "$mafter" \
     --argjson busy "$((busy_after - busy_before))" \
     --slurpfile lg "$OUT/$name.loadgen.json" --rawfile lt "$OUT/$name.loadgen.time" '
@@ -258,7 +263,7 @@ run_gopcast_once() {
     ($lg[0].media_seconds_per_stream * $lg[0].streams) as $media |
     ((($a[0] + $a[1]) - ($b[0] + $b[1])) / $tck) as $self |
     ((($a[2] + $a[3]) - ($b[2] + $b[3])) / $tck) as $children |
-    {name: $name, media_seconds: $media,
+    {name: $name, storage: $storage, profile: $profile, transcoder_concurrency: $conc, media_seconds: $media,
      gopcast_cpu_s: ($self + $children), gopcast_go_cpu_s: $self, ffmpeg_children_cpu_s: $children,
      gopcast_cpu_per_media_s: (($self + $children) / $media),
      minio_cpu_s: (if $mb == "" then null else ((ticks($ma) | .[0] + .[1]) - (ticks($mb) | .[0] + .[1])) / $tck end),
@@ -294,30 +299,32 @@ run_gopcast_once() {
 run_gopcast() { measure "$1" run_gopcast_once "$@"; }
 
 # --- 3. S3 (MinIO) run ---------------------------------------------------------------------------
-mapfile -t MPORTS < <("$LOADGEN" ports 2)
-S3_ENDPOINT=http://127.0.0.1:${MPORTS[0]}
-S3_BUCKET=gopcast-bench
-S3_ACCESS=gopcast-bench
-S3_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-log "starting MinIO at $S3_ENDPOINT"
-mkdir -p "$WORK/minio" "$WORK/minio-certs"
-"${NICE[@]}" env $(env | grep -o '^MINIO_[A-Z_]*' | sed 's/^/-u /') \
-  MINIO_ROOT_USER=$S3_ACCESS MINIO_ROOT_PASSWORD=$S3_SECRET MINIO_UPDATE=off MINIO_CI_CD=1 \
-  "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:${MPORTS[0]}" \
-  --console-address "127.0.0.1:${MPORTS[1]}" --certs-dir "$WORK/minio-certs" >"$OUT/minio.log" 2>&1 &
-MINIO_PID=$!
-PIDS+=("$MINIO_PID")
-wait_http "$S3_ENDPOINT/minio/health/live" 60
-"$LOADGEN" mkbucket --endpoint "$S3_ENDPOINT" --bucket "$S3_BUCKET" --access-key "$S3_ACCESS" --secret-key "$S3_SECRET"
-S3_FLAGS=(--s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-region us-east-1
-  --s3-access-key "$S3_ACCESS" --s3-secret-key "$S3_SECRET")
-PUBLIC_BASE=$S3_ENDPOINT/$S3_BUCKET run_gopcast s3 default "${S3_FLAGS[@]}"
-if [ "$PASSTHROUGH" = 1 ]; then
-  # The same pipeline without encoding: the share of the delay that is not ffmpeg's.
-  PUBLIC_BASE=$S3_ENDPOINT/$S3_BUCKET run_gopcast s3-passthrough passthrough "${S3_FLAGS[@]}"
+if [ "$S3" = 1 ]; then
+  mapfile -t MPORTS < <("$LOADGEN" ports 2)
+  S3_ENDPOINT=http://127.0.0.1:${MPORTS[0]}
+  S3_BUCKET=gopcast-bench
+  S3_ACCESS=gopcast-bench
+  S3_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  log "starting MinIO at $S3_ENDPOINT"
+  mkdir -p "$WORK/minio" "$WORK/minio-certs"
+  "${NICE[@]}" env $(env | grep -o '^MINIO_[A-Z_]*' | sed 's/^/-u /') \
+    MINIO_ROOT_USER=$S3_ACCESS MINIO_ROOT_PASSWORD=$S3_SECRET MINIO_UPDATE=off MINIO_CI_CD=1 \
+    "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:${MPORTS[0]}" \
+    --console-address "127.0.0.1:${MPORTS[1]}" --certs-dir "$WORK/minio-certs" >"$OUT/minio.log" 2>&1 &
+  MINIO_PID=$!
+  PIDS+=("$MINIO_PID")
+  wait_http "$S3_ENDPOINT/minio/health/live" 60
+  "$LOADGEN" mkbucket --endpoint "$S3_ENDPOINT" --bucket "$S3_BUCKET" --access-key "$S3_ACCESS" --secret-key "$S3_SECRET"
+  S3_FLAGS=(--s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-region us-east-1
+    --s3-access-key "$S3_ACCESS" --s3-secret-key "$S3_SECRET")
+  PUBLIC_BASE=$S3_ENDPOINT/$S3_BUCKET run_gopcast s3 default "${S3_FLAGS[@]}"
+  if [ "$PASSTHROUGH" = 1 ]; then
+    # The same pipeline without encoding: the share of the delay that is not ffmpeg's.
+    PUBLIC_BASE=$S3_ENDPOINT/$S3_BUCKET run_gopcast s3-passthrough passthrough "${S3_FLAGS[@]}"
+  fi
+  stop_pid "$MINIO_PID"
+  MINIO_PID=
 fi
-stop_pid "$MINIO_PID"
-MINIO_PID=
 
 # --- 4. local storage run ------------------------------------------------------------------------
 if [ "$LOCAL" = 1 ]; then
@@ -325,65 +332,67 @@ if [ "$LOCAL" = 1 ]; then
 fi
 
 # --- 5. plain ffmpeg with the same ladder --------------------------------------------------------
-LADDER=(--profile default --src-height "$SRC_HEIGHT" --src-bitrate "$SRC_VBITRATE" --fps 30)
-mkdir -p "$WORK/plain"
-mapfile -d '' PLAIN_ARGS < <("$LOADGEN" ladder-args --input "$INPUT_TS" --out-dir "$WORK/plain" "${LADDER[@]}")
-printf '%s\n' "${PLAIN_ARGS[@]}" >"$OUT/plain.ffmpeg-args.txt"
-# time_ffmpeg NAME CMD...: runs CMD under GNU time into $OUT/NAME.time and notes the CPU the
-# rest of the machine used meanwhile.
-time_ffmpeg() {
-  local name=$1; shift
-  local b0; b0=$(busy_ticks)
-  supervise "${NICE[@]}" "$TIME" -f '%e %U %S' -o "$OUT/$name.time" "$@"
-  echo $(($(busy_ticks) - b0)) >"$OUT/$name.busy"
-  awk -v busy="$(cat "$OUT/$name.busy")" -v t="$CLK_TCK" 'NF == 3 {w = $1; c = $2 + $3} END {printf "%.3f\n", (busy / t - c) / w}' \
-    "$OUT/$name.time" >"$OUT/$name.others"
-}
-log "plain ffmpeg: one continuous run of the transcoder's ladder over the whole file"
-measure plain time_ffmpeg plain "$FFMPEG" "${PLAIN_ARGS[@]}"
+if [ "$PLAIN" = 1 ]; then
+  LADDER=(--profile default --src-height "$SRC_HEIGHT" --src-bitrate "$SRC_VBITRATE" --fps 30)
+  mkdir -p "$WORK/plain"
+  mapfile -d '' PLAIN_ARGS < <("$LOADGEN" ladder-args --input "$INPUT_TS" --out-dir "$WORK/plain" "${LADDER[@]}")
+  printf '%s\n' "${PLAIN_ARGS[@]}" >"$OUT/plain.ffmpeg-args.txt"
+  # time_ffmpeg NAME CMD...: runs CMD under GNU time into $OUT/NAME.time and notes the CPU the
+  # rest of the machine used meanwhile.
+  time_ffmpeg() {
+    local name=$1; shift
+    local b0; b0=$(busy_ticks)
+    supervise "${NICE[@]}" "$TIME" -f '%e %U %S' -o "$OUT/$name.time" "$@"
+    echo $(($(busy_ticks) - b0)) >"$OUT/$name.busy"
+    awk -v busy="$(cat "$OUT/$name.busy")" -v t="$CLK_TCK" 'NF == 3 {w = $1; c = $2 + $3} END {printf "%.3f\n", (busy / t - c) / w}' \
+      "$OUT/$name.time" >"$OUT/$name.others"
+  }
+  log "plain ffmpeg: one continuous run of the transcoder's ladder over the whole file"
+  measure plain time_ffmpeg plain "$FFMPEG" "${PLAIN_ARGS[@]}"
 
-log "per-chunk ffmpeg: the same arguments run once per 2 s chunk (no gopcast)"
-mkdir -p "$WORK/chunks"
-"$FFMPEG" -hide_banner -loglevel error -nostdin -y -i "$INPUT_TS" -c copy -f segment -segment_time 2 \
-  -segment_format mpegts "$WORK/chunks/c%03d.ts"
-NCHUNKS=0
-for f in "$WORK"/chunks/c*.ts; do
-  mkdir -p "${f%.ts}.out"
-  "$LOADGEN" ladder-args --input "$f" --out-dir "${f%.ts}.out" "${LADDER[@]}" >"${f%.ts}.args"
-  NCHUNKS=$((NCHUNKS + 1))
-done
-# GNU time counts the shell and every ffmpeg it waited for.
-measure chunked time_ffmpeg chunked bash -c '
+  log "per-chunk ffmpeg: the same arguments run once per 2 s chunk (no gopcast)"
+  mkdir -p "$WORK/chunks"
+  "$FFMPEG" -hide_banner -loglevel error -nostdin -y -i "$INPUT_TS" -c copy -f segment -segment_time 2 \
+    -segment_format mpegts "$WORK/chunks/c%03d.ts"
+  NCHUNKS=0
+  for f in "$WORK"/chunks/c*.ts; do
+    mkdir -p "${f%.ts}.out"
+    "$LOADGEN" ladder-args --input "$f" --out-dir "${f%.ts}.out" "${LADDER[@]}" >"${f%.ts}.args"
+    NCHUNKS=$((NCHUNKS + 1))
+  done
+  # GNU time counts the shell and every ffmpeg it waited for.
+  measure chunked time_ffmpeg chunked bash -c '
   set -e
   for a in "$1"/c*.args; do xargs -0 -a "$a" "$2"; done' _ "$WORK/chunks" "$FFMPEG"
+  jq -n --argjson media "$SRC_DUR" --argjson chunks "$NCHUNKS" --argjson tck "$CLK_TCK" \
+    --argjson pbusy "$(cat "$OUT/plain.busy")" --argjson cbusy "$(cat "$OUT/chunked.busy")" \
+    --rawfile pt "$OUT/plain.time" --rawfile ct "$OUT/chunked.time" '
+    def t(s): s | split("\n") | map(select(length > 0)) | last | split(" ") | map(tonumber) | {wall_s: .[0], cpu_s: (.[1] + .[2])};
+    (t($pt)) as $p | (t($ct)) as $c |
+    {media_seconds: $media,
+     plain: ($p + {cpu_per_media_s: ($p.cpu_s / $media), speed: ($media / $p.wall_s), others_cpu_s: ($pbusy / $tck - $p.cpu_s)}),
+     chunked: ($c + {chunks: $chunks, cpu_per_media_s: ($c.cpu_s / $media), others_cpu_s: ($cbusy / $tck - $c.cpu_s)})}' >"$OUT/ffmpeg.json"
+fi
 
 # --- 6. summary ------------------------------------------------------------------------------------
-jq -n --argjson media "$SRC_DUR" --argjson chunks "$NCHUNKS" --argjson tck "$CLK_TCK" \
-  --argjson pbusy "$(cat "$OUT/plain.busy")" --argjson cbusy "$(cat "$OUT/chunked.busy")" \
-  --rawfile pt "$OUT/plain.time" --rawfile ct "$OUT/chunked.time" '
-  def t(s): s | split("\n") | map(select(length > 0)) | last | split(" ") | map(tonumber) | {wall_s: .[0], cpu_s: (.[1] + .[2])};
-  (t($pt)) as $p | (t($ct)) as $c |
-  {media_seconds: $media,
-   plain: ($p + {cpu_per_media_s: ($p.cpu_s / $media), speed: ($media / $p.wall_s), others_cpu_s: ($pbusy / $tck - $p.cpu_s)}),
-   chunked: ($c + {chunks: $chunks, cpu_per_media_s: ($c.cpu_s / $media), others_cpu_s: ($cbusy / $tck - $c.cpu_s)})}' >"$OUT/ffmpeg.json"
-
 {
   echo "Pipeline spine benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $("$FFMPEG" -version | head -1 | cut -d' ' -f1-3); $(go version | cut -d' ' -f3-4); gopcast $GOPCAST_VERSION"
   [ -z "${BENCH_NICE:-}" ] || echo "measured processes ran at nice $BENCH_NICE"
   echo "input: $(basename "$INPUT") (${SRC_HEIGHT}p30, video $(awk -v r="$SRC_VBITRATE" 'BEGIN {printf "%.2f", r / 1e6}') Mbit/s, ${SRC_DUR} s)"
-  PLAIN_CPM=$(jq .plain.cpu_per_media_s "$OUT/ffmpeg.json")
+  PLAIN_CPM=null
+  [ ! -f "$OUT/ffmpeg.json" ] || PLAIN_CPM=$(jq .plain.cpu_per_media_s "$OUT/ffmpeg.json")
   for name in s3 local s3-passthrough; do
     [ -f "$OUT/$name.cpu.json" ] || continue
     echo
-    echo "== gopcast all, $name storage =="
+    jq -r '"== gopcast all: run \(.name), storage \(.storage), profile \(.profile), transcoder concurrency \(.transcoder_concurrency) =="' "$OUT/$name.cpu.json"
     sed -n '/^ *rendition/,/^ *all /p' "$OUT/$name.loadgen.txt"
     sed 's/^/  /' "$OUT/$name.attempts"
     grep -E '^(timeline check|stream [0-9])' "$OUT/$name.loadgen.txt" || true
     jq -r --argjson plain "$PLAIN_CPM" '
       (if .loadgen_exit != 0 then "WARNING: loadgen exited \(.loadgen_exit) (see \(.name).loadgen.err): figures below are incomplete\n" else "" end) +
       "CPU: gopcast \(.gopcast_cpu_s * 100 | round / 100) s (Go process \(.gopcast_go_cpu_s * 100 | round / 100) s + ffmpeg children \(.ffmpeg_children_cpu_s * 100 | round / 100) s) for \(.media_seconds) media s = \(.gopcast_cpu_per_media_s * 1000 | round / 1000) CPU-s per media s" +
-      (if (.name | test("passthrough")) then " (no encoding)" else "; ratio to plain ffmpeg \(.gopcast_cpu_per_media_s / $plain * 100 | round / 100)x" end) +
+      (if .profile == "passthrough" then " (no encoding)" elif $plain == null then "" else "; ratio to plain ffmpeg \(.gopcast_cpu_per_media_s / $plain * 100 | round / 100)x" end) +
       (if .minio_cpu_s != null then "\n     MinIO \(.minio_cpu_s * 100 | round / 100) s" else "" end) +
       "; loadgen \(.loadgen_cpu_s * 100 | round / 100) s (not counted)" +
       "\n     wall \(.wall_s) s; other processes on the machine used \(.others_cpu_s * 10 | round / 10) CPU-s meanwhile (\(.others_cpu_s / .wall_s * 100 | round / 100) cores on average)"' "$OUT/$name.cpu.json"
@@ -395,6 +404,7 @@ jq -n --argjson media "$SRC_DUR" --argjson chunks "$NCHUNKS" --argjson tck "$CLK
       "  transcode end -> listed (packager, storage, playlists, poll):  \(.transcode_end_to_listed_s | f)",
       "  total:                                                          \(.total_s | f)"' "$OUT/$name.breakdown.json"
   done
+  [ -f "$OUT/ffmpeg.json" ] || exit 0
   echo
   jq -r '
     "plain ffmpeg, one continuous run, same ladder: \(.plain.cpu_s * 100 | round / 100) CPU-s for \(.media_seconds) media s = \(.plain.cpu_per_media_s * 1000 | round / 1000) CPU-s per media s (wall \(.plain.wall_s) s, \(.plain.speed * 100 | round / 100)x real time; other processes used \(.plain.others_cpu_s * 10 | round / 10) CPU-s meanwhile)",
