@@ -49,6 +49,7 @@ type Config struct {
 	LogLevel              string
 	FFmpeg                string
 	Demo                  bool
+	Pprof                 bool
 }
 
 // setting is one flag with its environment variable.
@@ -87,6 +88,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.FFmpeg, "ffmpeg", "ffmpeg", "ffmpeg binary")
 	fs.BoolVar(&c.Demo, "demo", false, "all only: create a demo stream and publish an ffmpeg test pattern to it")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address (keep that address private)")
 
 	// Environment first, so flags given on the command line override it.
 	var envErr error

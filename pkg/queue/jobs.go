@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -118,7 +119,7 @@ func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error 
 	if len(data) > 0 {
 		job.Object = job.ID()
 		job.Size = len(data)
-		if _, err := c.chunks.PutBytes(ctx, job.Object, data); err != nil {
+		if err := c.putObject(ctx, c.chunks, job.Object, data); err != nil {
 			return fmt.Errorf("queue: store chunk %s: %w", job.ID(), err)
 		}
 	}
@@ -150,12 +151,30 @@ func (c *Conn) DeleteChunk(ctx context.Context, job *Chunk) error {
 	return err
 }
 
+// maxObjectChunk bounds the messages an object is stored in. nats.go's default is 128 KiB per
+// message whatever the object's size: a 2 s 1080p chunk took a dozen messages (each parsed,
+// stored and delivered on its own) and every put allocated and zeroed 128 KiB even for a
+// 20 KB audio fragment. Objects now go in messages of up to 1 MiB (less if the server's
+// max_payload is smaller), each no larger than the object.
+const maxObjectChunk = 1 << 20
+
+func (c *Conn) putObject(ctx context.Context, store jetstream.ObjectStore, name string, data []byte) error {
+	size := maxObjectChunk
+	if mp := int(c.nc.MaxPayload()); mp > 0 {
+		size = min(size, mp-16<<10) // room for the headers
+	}
+	size = max(1, min(size, len(data)))
+	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(size)}}
+	_, err := store.Put(ctx, meta, bytes.NewReader(data))
+	return err
+}
+
 // PutRendition stores one rendition object (init or media segment) under a deterministic
 // name, so a redelivered job overwrites rather than duplicates.
 func (c *Conn) PutRendition(ctx context.Context, name string, data []byte) error {
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
-	if _, err := c.renders.PutBytes(ctx, name, data); err != nil {
+	if err := c.putObject(ctx, c.renders, name, data); err != nil {
 		return fmt.Errorf("queue: store %s: %w", name, err)
 	}
 	return nil
