@@ -188,6 +188,10 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	if c.Size > 0 && len(data) != c.Size {
+		// The object store checks its digest; this catches a job naming the wrong object.
+		return nil, fmt.Errorf("%w: chunk object is %d bytes, the job says %d", errPoison, len(data), c.Size)
+	}
 	dem, err := cmaf.Demux(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errPoison, err)

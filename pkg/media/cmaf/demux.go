@@ -1,16 +1,12 @@
 package cmaf
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
 	"github.com/gopcast/gopcast/pkg/media"
 )
@@ -33,28 +29,25 @@ type Demuxed struct {
 // transport stream whose video is not H.264, or whose only audio is not AAC, is refused with
 // ErrUnsupportedCodec and the codec's name; a damaged one with ErrInvalidInput.
 func Demux(ts []byte) (*Demuxed, error) {
-	r := &mpegts.Reader{R: bytes.NewReader(ts)}
-	if err := r.Initialize(); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: MPEG-TS: no program map table, or a declared stream without data", ErrInvalidInput)
-		}
+	streams, packets, err := readTS(ts)
+	if err != nil {
 		return nil, fmt.Errorf("%w: MPEG-TS: %v", ErrInvalidInput, err)
 	}
 
-	var video, audio *mpegts.Track
+	var video, audio *tsStream
 	var otherVideo, otherAudio []string
-	for _, tr := range r.Tracks() {
-		switch tr.Codec.(type) {
-		case *codecs.H264:
+	for _, st := range streams {
+		switch {
+		case st.typ == stH264:
 			if video == nil {
-				video = tr
+				video = st
 			}
-		case *codecs.MPEG4Audio:
+		case st.typ == stAAC:
 			if audio == nil {
-				audio = tr
+				audio = st
 			}
 		default:
-			name, isVideo, known := codecName(tr.Codec)
+			name, isVideo, known := codecName(st)
 			switch {
 			case !known: // data, subtitles, unknown stream types: not ours to package
 			case isVideo:
@@ -76,69 +69,74 @@ func Demux(ts []byte) (*Demuxed, error) {
 
 	var (
 		out     Demuxed
-		decErr  error
 		times   timeline
 		sps     []byte
 		pps     []byte
 		aacRate int
 	)
-	r.OnDecodeError(func(err error) {
-		if decErr == nil {
-			decErr = err
-		}
-	})
-	r.OnDataH264(video, func(pts, dts int64, au [][]byte) error {
-		f := media.VideoFrame{PTS: times.decode(pts), DTS: times.decode(dts), NALUs: copyNALUs(au)}
-		for _, n := range f.NALUs {
-			switch h264.NALUType(n[0] & 0x1f) {
-			case h264.NALUTypeIDR:
-				f.Key = true
-			case h264.NALUTypeSPS:
-				if sps == nil {
-					sps = n
-				}
-			case h264.NALUTypePPS:
-				if pps == nil {
-					pps = n
+	// Anything that does not decode is an error: a chunk comes from our own ingest or ffmpeg,
+	// so it means a corrupt file, and passing on fewer frames than were sent would only move
+	// the damage somewhere harder to see.
+	for i, p := range packets {
+		switch p.stream {
+		case video:
+			var au h264.AnnexB
+			if err := au.Unmarshal(p.data); err != nil {
+				return nil, fmt.Errorf("%w: MPEG-TS: H.264 PES %d: %v", ErrInvalidInput, i, err)
+			}
+			if au[0][0]&0x1f == byte(h264.NALUTypeAccessUnitDelimiter) {
+				au = au[1:]
+			}
+			if len(au) == 0 {
+				return nil, fmt.Errorf("%w: MPEG-TS: H.264 PES %d: empty access unit", ErrInvalidInput, i)
+			}
+			// The NAL units alias the PES's own buffer, which nothing else holds; capped, so
+			// an append to one cannot run into the next.
+			for k, n := range au {
+				au[k] = n[:len(n):len(n)]
+			}
+			f := media.VideoFrame{PTS: times.decode(p.pts), DTS: times.decode(p.dts), NALUs: au}
+			for _, n := range f.NALUs {
+				switch h264.NALUType(n[0] & 0x1f) {
+				case h264.NALUTypeIDR:
+					f.Key = true
+				case h264.NALUTypeSPS:
+					if sps == nil {
+						sps = n
+					}
+				case h264.NALUTypePPS:
+					if pps == nil {
+						pps = n
+					}
 				}
 			}
-		}
-		out.Video = append(out.Video, f)
-		return nil
-	})
-	if audio != nil {
-		conf := audio.Codec.(*codecs.MPEG4Audio).Config
-		asc, err := conf.Marshal()
-		if err != nil {
-			return nil, fmt.Errorf("%w: AAC configuration from ADTS: %v", ErrInvalidInput, err)
-		}
-		out.AAC = &media.AACConfig{ASC: asc}
-		aacRate = conf.SampleRate
-		r.OnDataMPEG4Audio(audio, func(pts int64, aus [][]byte) error {
-			pts = times.decode(pts)
+			out.Video = append(out.Video, f)
+		case audio:
+			if p.pts != p.dts {
+				return nil, fmt.Errorf("%w: MPEG-TS: AAC PES %d: PTS is not DTS", ErrInvalidInput, i)
+			}
+			var pkts mpeg4audio.ADTSPackets
+			if err := pkts.Unmarshal(p.data); err != nil {
+				return nil, fmt.Errorf("%w: MPEG-TS: invalid ADTS in PES %d: %v", ErrInvalidInput, i, err)
+			}
+			if out.AAC == nil {
+				conf := mpeg4audio.AudioSpecificConfig{Type: pkts[0].Type, SampleRate: pkts[0].SampleRate,
+					ChannelConfig: pkts[0].ChannelConfig, ChannelCount: pkts[0].ChannelCount} //nolint:staticcheck
+				asc, err := conf.Marshal()
+				if err != nil {
+					return nil, fmt.Errorf("%w: AAC configuration from ADTS: %v", ErrInvalidInput, err)
+				}
+				out.AAC = &media.AACConfig{ASC: asc}
+				aacRate = conf.SampleRate
+			}
+			pts := times.decode(p.pts)
 			// A PES may hold several ADTS frames but has one PTS, that of the first.
-			for i, au := range aus {
-				off := divRound(int64(i)*mpeg4audio.SamplesPerAccessUnit*media.Timescale, int64(aacRate))
-				out.Audio = append(out.Audio, media.AudioFrame{PTS: pts + off, Data: bytes.Clone(au)})
+			for k, pkt := range pkts {
+				off := divRound(int64(k)*mpeg4audio.SamplesPerAccessUnit*media.Timescale, int64(aacRate))
+				au := pkt.AU[:len(pkt.AU):len(pkt.AU)]
+				out.Audio = append(out.Audio, media.AudioFrame{PTS: pts + off, Data: au})
 			}
-			return nil
-		})
-	}
-
-	for {
-		err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: MPEG-TS: %v", ErrInvalidInput, err)
-		}
-	}
-	// mediacommon skips what it cannot decode and reports it here. A chunk comes from our own
-	// ffmpeg, so anything skipped means a corrupt file; passing on fewer frames than were sent
-	// would only move the damage somewhere harder to see.
-	if decErr != nil {
-		return nil, fmt.Errorf("%w: MPEG-TS: %v", ErrInvalidInput, decErr)
 	}
 	if len(out.Video) == 0 {
 		return nil, fmt.Errorf("%w: MPEG-TS has no video frames", ErrInvalidInput)
@@ -166,45 +164,33 @@ func (t *timeline) decode(ts int64) int64 {
 	return t.first + t.dec.Decode(ts)
 }
 
-// copyNALUs copies an access unit into one allocation, so frames do not alias demuxer buffers.
-func copyNALUs(au [][]byte) [][]byte {
-	size := 0
-	for _, n := range au {
-		size += len(n)
-	}
-	buf := make([]byte, 0, size)
-	out := make([][]byte, 0, len(au))
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		start := len(buf)
-		buf = append(buf, n...)
-		out = append(out, buf[start:len(buf):len(buf)])
-	}
-	return out
-}
-
-// codecName names an MPEG-TS codec for error messages; known is false for streams that are
-// neither audio nor video.
-func codecName(c codecs.Codec) (name string, isVideo, known bool) {
-	switch c.(type) {
-	case *codecs.H265:
+// codecName names a stream type Demux does not take, for error messages; known is false for
+// streams that are neither audio nor video.
+func codecName(st *tsStream) (name string, isVideo, known bool) {
+	switch st.typ {
+	case stH265:
 		return "H.265/HEVC", true, true
-	case *codecs.MPEG4Video:
+	case stMPEG4Video:
 		return "MPEG-4 Part 2 video", true, true
-	case *codecs.MPEG1Video:
+	case stMPEG1Video, stMPEG2Video:
 		return "MPEG-1/2 video", true, true
-	case *codecs.MPEG4AudioLATM:
+	case stAACLATM:
 		return "AAC in LATM", false, true
-	case *codecs.MPEG1Audio:
+	case stMPEG1Audio, stMPEG2Audio:
 		return "MPEG-1 audio (MP2/MP3)", false, true
-	case *codecs.AC3:
+	case stAC3:
 		return "AC-3", false, true
-	case *codecs.EAC3:
+	case stEAC3:
 		return "E-AC-3", false, true
-	case *codecs.Opus:
-		return "Opus", false, true
+	case stPrivateData:
+		switch {
+		case hasRegistration(st.desc, "Opus"):
+			return "Opus", false, true
+		case hasDescriptor(st.desc, 0x6a) || hasRegistration(st.desc, "AC-3"):
+			return "AC-3", false, true
+		case hasDescriptor(st.desc, 0x7a) || hasRegistration(st.desc, "EAC3"):
+			return "E-AC-3", false, true
+		}
 	}
 	return "", false, false
 }

@@ -1,0 +1,81 @@
+package cmaf
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+)
+
+// A stream declared in the PMT that never carries a packet (the publisher's audio had not
+// started) is simply absent: the video still demuxes.
+func TestDemuxDeclaredStreamWithoutData(t *testing.T) {
+	src := mustSource(t)
+	d, err := Demux(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	v := &mpegts.Track{Codec: &tscodecs.H264{}}
+	a := &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC, SampleRate: 48000, ChannelCount: 2}}}
+	w := &mpegts.Writer{W: &buf, Tracks: []*mpegts.Track{v, a}}
+	if err := w.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range d.Video[:60] {
+		nalus := f.NALUs
+		if f.Key {
+			nalus = append([][]byte{d.H264.SPS, d.H264.PPS}, nalus...)
+		}
+		if err := w.WriteH264(v, f.PTS, f.DTS, nalus); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Demux(buf.Bytes())
+	if err != nil {
+		t.Fatalf("a declared audio stream without data: %v", err)
+	}
+	if len(got.Video) != 60 || got.AAC != nil || len(got.Audio) != 0 {
+		t.Fatalf("%d video frames, AAC %v, %d audio frames; want 60, none, 0", len(got.Video), got.AAC, len(got.Audio))
+	}
+	for i, f := range got.Video {
+		if f.PTS != d.Video[i].PTS || f.DTS != d.Video[i].DTS || f.Key != d.Video[i].Key {
+			t.Fatalf("frame %d: %+v, want %+v", i, f, d.Video[i])
+		}
+	}
+}
+
+// TestDemuxRefusesDamage: truncation, a lost sync byte and a PES without a start code are
+// errors, never fewer frames.
+func TestDemuxRefusesDamage(t *testing.T) {
+	src := mustSource(t)
+	for name, ts := range map[string][]byte{
+		"truncated mid-packet": src[:len(src)-100],
+		"no sync byte":         append(append([]byte(nil), src[:188*10]...), append([]byte{0x48}, src[188*10+1:]...)...),
+	} {
+		if _, err := Demux(ts); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// BenchmarkDemux reads a 2 s 1280x720 3 Mbit/s chunk (keyframes of ~100 KB), as the
+// transcoder does for every chunk of every stream.
+func BenchmarkDemux(b *testing.B) {
+	ts, err := ffmpegTS("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2",
+		"-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "60", "-pix_fmt", "yuv420p",
+		"-b:v", "3000k", "-minrate", "3000k", "-maxrate", "3000k", "-bufsize", "3000k", "-c:a", "aac", "-b:a", "128k")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(ts)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Demux(ts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
