@@ -238,7 +238,21 @@ type Job[T any] struct {
 	// Delivered counts deliveries of this message, 1 the first time.
 	Delivered uint64
 	msg       jetstream.Msg
+	release   func()
 }
+
+// Release gives the job's worker slot back before the job is done, for a job that turned out
+// light (a passthrough chunk: no encoder runs), so the worker's slots keep measuring the heavy
+// work they were sized for. Released jobs are bounded by a pool of their own (lightJobs per
+// slot). Calling it more than once, or not at all, is fine.
+func (j *Job[T]) Release() {
+	if j.release != nil {
+		j.release()
+	}
+}
+
+// lightJobs is how many released jobs a worker runs per slot.
+const lightJobs = 16
 
 // Ack acknowledges the job and waits for the server to confirm, so a confirmed job is never
 // redelivered.
@@ -288,6 +302,7 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 		}
 	}
 	slots := make(chan struct{}, n)
+	light := make(chan struct{}, n*lightJobs)
 	var running sync.WaitGroup
 	var pullers sync.WaitGroup
 	for _, cn := range cons {
@@ -321,9 +336,24 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 						continue
 					}
 					slots <- struct{}{} // may wait briefly if another shard took the last slot
+					var once sync.Once
+					var released bool
+					job.release = func() {
+						once.Do(func() {
+							light <- struct{}{} // waits (keeping the slot) while the light pool is full
+							released = true
+							<-slots
+						})
+					}
 					running.Add(1)
 					go func() {
-						defer func() { <-slots; running.Done() }()
+						defer func() {
+							once.Do(func() { <-slots })
+							if released {
+								<-light
+							}
+							running.Done()
+						}()
 						handler(ctx, job)
 					}()
 				}

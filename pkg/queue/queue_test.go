@@ -255,3 +255,78 @@ func TestShardedStreams(t *testing.T) {
 		t.Fatalf("consumed %d of %d", len(seen), n)
 	}
 }
+
+// A worker with one slot runs one job at a time; jobs that Release their slot (passthrough:
+// no encoder) run side by side, while an unreleased job still holds its slot alone.
+func TestReleasedJobsFreeTheirSlot(t *testing.T) {
+	c := connect(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 6 {
+		job := &Chunk{StreamID: "s1", SessionID: "sess", Seq: uint64(i), Profile: map[bool]string{true: "light", false: "heavy"}[i < 4]}
+		if err := c.PublishChunk(ctx, job, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	running, heavy, peakLight, peakHeavy, done := 0, 0, 0, 0, 0
+	release := make(chan struct{})
+	cctx, ccancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = c.ConsumeChunks(cctx, 1, func(ctx context.Context, j *Job[Chunk]) {
+			light := j.Body.Profile == "light"
+			if light {
+				j.Release()
+			}
+			mu.Lock()
+			if light {
+				running++
+				peakLight = max(peakLight, running)
+			} else {
+				heavy++
+				peakHeavy = max(peakHeavy, heavy)
+			}
+			mu.Unlock()
+			if light {
+				<-release // held until every light job runs at once
+			} else {
+				time.Sleep(100 * time.Millisecond)
+			}
+			mu.Lock()
+			if light {
+				running--
+			} else {
+				heavy--
+			}
+			done++
+			mu.Unlock()
+			_ = j.Ack(ctx)
+		})
+	}()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			ok := cond()
+			mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (running %d, done %d)", what, running, done)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitUntil("four light jobs at once on one slot", func() bool { return peakLight >= 4 })
+	close(release)
+	waitUntil("all six jobs", func() bool { return done == 6 })
+	ccancel()
+	<-stopped
+	if peakHeavy != 1 {
+		t.Errorf("heavy jobs ran %d at once on one slot", peakHeavy)
+	}
+}

@@ -117,6 +117,11 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Chunk]) {
 	stop := keepAlive(wctx, job)
 	defer stop()
 
+	if prof, _ := s.profile(c); len(prof.Rungs) == 0 {
+		// Repackaging only, no ffmpeg: the slot (sized for encodes) is free for another job.
+		job.Release()
+	}
+
 	start := time.Now()
 	seg, err := s.transcode(wctx, c, log)
 	if err != nil {
@@ -223,14 +228,9 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 		renditions = append(renditions, *a)
 	}
 
-	profName := c.Profile
-	if profName == "" {
-		profName = s.cfg.DefaultProfile
-	}
-	prof, err := ladder.Lookup(profName)
-	if err != nil {
-		log.Warn("unknown profile; using the default", "profile", profName)
-		prof, _ = ladder.Lookup(s.cfg.DefaultProfile)
+	prof, known := s.profile(c)
+	if !known {
+		log.Warn("unknown profile; using the default", "profile", c.Profile)
 	}
 	rungs := prof.Select(src.Height, srcRate)
 	if len(rungs) > 0 {
@@ -239,6 +239,20 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	}
 	seg.Renditions = renditions
 	return seg, nil
+}
+
+// profile is the ladder profile a chunk names (the default one if it names none, or one
+// that does not exist: known is then false).
+func (s *Service) profile(c *queue.Chunk) (p ladder.Profile, known bool) {
+	name := c.Profile
+	if name == "" {
+		name = s.cfg.DefaultProfile
+	}
+	if p, err := ladder.Lookup(name); err == nil {
+		return p, true
+	}
+	p, _ = ladder.Lookup(s.cfg.DefaultProfile)
+	return p, false
 }
 
 func (s *Service) videoRendition(ctx context.Context, name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64, prefix string) (*queue.Rendition, error) {

@@ -31,8 +31,9 @@ func TestLoad(t *testing.T) {
 	n := envInt(t, "GOPCAST_FAULT_LOAD_STREAMS", 50)
 	seconds := envInt(t, "GOPCAST_FAULT_LOAD_SECONDS", 60)
 	workers := envInt(t, "GOPCAST_FAULT_LOAD_WORKERS", 2)
-	c := newCluster(t, clusterConfig{transcoders: workers, packagers: workers,
-		transcoderArgs: []string{"--transcoder-concurrency", "8"}})
+	// Default flags: a passthrough chunk gives its transcoder slot (sized for ffmpeg encodes)
+	// back, so half the CPUs' slots carry 50 streams.
+	c := newCluster(t, clusterConfig{transcoders: workers, packagers: workers})
 	clip := loadClip(t, c.ffmpeg, seconds)
 
 	roles := []*proc{c.nats, c.api, c.ingest}
