@@ -165,3 +165,29 @@ func TestEstimateFPS(t *testing.T) {
 		t.Errorf("minPTS %d", got)
 	}
 }
+
+func TestFFmpegEnvAsksForHugePages(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"PATH=/bin"}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2"}, "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, // the operator's choice
+		{[]string{"GLIBC_TUNABLES="}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"},
+	} {
+		got := ffmpegEnv(tc.in)
+		n := 0
+		for _, kv := range got {
+			if strings.HasPrefix(kv, "GLIBC_TUNABLES=") {
+				n++
+				if kv != tc.want {
+					t.Errorf("%v: %s, want %s", tc.in, kv, tc.want)
+				}
+			}
+		}
+		if n != 1 || len(got) < len(tc.in) {
+			t.Errorf("%v: got %v", tc.in, got)
+		}
+	}
+}
