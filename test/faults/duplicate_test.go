@@ -7,56 +7,67 @@ import (
 	"time"
 )
 
-// TestTranscodersFinishSameChunk: transcoder-1 is frozen (SIGSTOP, with its ffmpeg) in the
-// middle of an encode for longer than the chunk's AckWait, so JetStream hands the chunk to
-// transcoder-2, which finishes it; then transcoder-1 is let go and finishes the same chunk too.
+// TestTranscodersFinishSameChunk: of two transcoders, the one encoding is frozen (SIGSTOP, with
+// its ffmpeg) in the middle of an encode for longer than the chunk's AckWait, so JetStream hands
+// the chunk to the other, which finishes it; then the frozen one is let go and finishes the
+// same chunk too.
 // Its segment message carries the same Nats-Msg-Id and is de-duplicated, its late ack is
 // refused: the chunk's segments are written once and listed once, and nothing else changes.
 func TestTranscodersFinishSameChunk(t *testing.T) {
 	c := newCluster(t, clusterConfig{transcoders: 2, packagers: 1, profile: "default",
 		transcoderArgs: []string{"--transcoder-concurrency", "1", "--log-level", "debug"}})
-	t1, t2 := c.procByName("transcoder-1"), c.procByName("transcoder-2")
+	trans := []*proc{c.procByName("transcoder-1"), c.procByName("transcoder-2")}
 	s := c.createStream("same chunk twice", "default")
 	const seconds = 30
 	w := newWatcher(t, s.base(), 250*time.Millisecond).start()
 	pub := startPublisher(t, c.ffmpeg, publishArgs(c.publishURL(s), seconds))
 	waitFor(t, 30*time.Second, "the first segment listed", func() bool { return w.listed("source") > 0 })
 
-	// Freeze transcoder-1 while its ffmpeg runs.
+	// Freeze whichever transcoder is running ffmpeg (t1), with its ffmpeg; t2 is the other.
+	// Stopped first and looked at after, so the encode cannot end in between.
+	var t1, t2 *proc
 	var kids []int
-	waitFor(t, 20*time.Second, "transcoder-1 encoding", func() bool {
-		if !t1.running() {
-			return false
+	waitFor(t, 30*time.Second, "a transcoder frozen mid-encode", func() bool {
+		for i, p := range trans {
+			if !p.running() || len(descendants(p.pid())) == 0 {
+				continue
+			}
+			p.signal(syscall.SIGSTOP)
+			if kids = descendants(p.pid()); len(kids) == 0 {
+				p.signal(syscall.SIGCONT) // the encode ended meanwhile
+				continue
+			}
+			for _, k := range kids {
+				_ = syscall.Kill(k, syscall.SIGSTOP)
+			}
+			t1, t2 = p, trans[1-i]
+			return true
 		}
-		kids = descendants(t1.pid())
-		return len(kids) > 0
+		return false
 	})
-	t1.signal(syscall.SIGSTOP)
-	for _, k := range kids {
-		_ = syscall.Kill(k, syscall.SIGSTOP)
-	}
+	t.Logf("froze %s mid-encode; %s stays", t1.name, t2.name)
 	frozen := time.Now()
 	done2, _ := t2.metric("gopcast_transcoder_chunks_total")
-	// AckWait is 6 s: the job goes to transcoder-2, which finishes it.
+	// AckWait is 6 s: the job goes to t2, which finishes it.
 	hold(t.Context(), 9*time.Second)
 	t1.logs.mark("resumed")
 	for _, k := range kids {
 		_ = syscall.Kill(k, syscall.SIGCONT)
 	}
 	t1.signal(syscall.SIGCONT)
-	t.Logf("transcoder-1 frozen mid-encode for %s", time.Since(frozen).Round(100*time.Millisecond))
+	t.Logf("%s frozen mid-encode for %s", t1.name, time.Since(frozen).Round(100*time.Millisecond))
 	if after, _ := t2.metric("gopcast_transcoder_chunks_total"); after <= done2 {
-		t.Errorf("transcoder-2 transcoded no chunk while transcoder-1 was frozen (%v -> %v)", done2, after)
+		t.Errorf("%s transcoded no chunk while %s was frozen (%v -> %v)", t2.name, t1.name, done2, after)
 	}
-	// transcoder-1 finishes its encode and publishes the same segment.
-	waitFor(t, 30*time.Second, "transcoder-1 done with the chunk", func() bool {
+	// The frozen one finishes its encode and publishes the same segment.
+	waitFor(t, 30*time.Second, "the frozen transcoder done with the chunk", func() bool {
 		l := t1.logsSince("resumed")
 		return strings.Contains(l, "ack failed") || strings.Contains(l, "chunk transcoded")
 	})
 	// JetStream answers a late ack of a message already acked from its redelivery with an
 	// OK (or an error: "ack failed"); either way the job is done once.
 	late := t1.logsSince("resumed")
-	t.Logf("transcoder-1 after the resume: ack refused %v", strings.Contains(late, "ack failed"))
+	t.Logf("%s after the resume: ack refused %v", t1.name, strings.Contains(late, "ack failed"))
 
 	if err := pub.wait(time.Minute); err != nil {
 		t.Fatalf("publisher: %v", err)
