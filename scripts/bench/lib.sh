@@ -97,3 +97,21 @@ quiet_wait() {
     waited=$((waited + 5))
   done
 }
+
+# The scripts keep the background processes they started in PIDS (their cleanup stops them).
+# supervise CMD...: runs CMD in the background and waits, so a signal is handled at once.
+supervise() {
+  "$@" &
+  local pid=$! rc=0
+  PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  unset 'PIDS[${#PIDS[@]}-1]'
+  return $rc
+}
+
+# forget PID: drops a stopped process from PIDS.
+forget() {
+  local i
+  for i in "${!PIDS[@]}"; do [ "${PIDS[$i]}" != "$1" ] || unset 'PIDS[i]'; done
+  PIDS=("${PIDS[@]}")
+}

@@ -97,15 +97,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# supervise CMD...: runs CMD in the background and waits, so a signal is handled at once.
-supervise() {
-  "$@" &
-  local pid=$! rc=0
-  PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  unset 'PIDS[${#PIDS[@]}-1]'
-  return $rc
-}
 
 # --- 1. nginx-rtmp, loadgen ----------------------------------------------------------------------
 find_rtmp_module() {
@@ -217,12 +208,6 @@ EOF
   exit 1
 }
 
-# forget PID: drops a stopped process from PIDS.
-forget() {
-  local i
-  for i in "${!PIDS[@]}"; do [ "${PIDS[$i]}" != "$1" ] || unset 'PIDS[i]'; done
-  PIDS=("${PIDS[@]}")
-}
 
 # stop_nginx NAME: stops it and keeps its logs.
 stop_nginx() {

@@ -113,22 +113,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# supervise CMD...: runs CMD in the background and waits, so a signal is handled at once.
-supervise() {
-  "$@" &
-  local pid=$! rc=0
-  PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  unset 'PIDS[${#PIDS[@]}-1]'
-  return $rc
-}
 
-# forget PID: drops a stopped process from PIDS.
-forget() {
-  local i
-  for i in "${!PIDS[@]}"; do [ "${PIDS[$i]}" != "$1" ] || unset 'PIDS[i]'; done
-  PIDS=("${PIDS[@]}")
-}
 
 # --- 1. build ------------------------------------------------------------------------------------
 if [ -n "${REV:-}" ]; then
