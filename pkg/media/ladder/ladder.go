@@ -91,6 +91,10 @@ type Job struct {
 	GOP int
 	// Threads caps x264 threads per rung (0: ffmpeg's choice).
 	Threads int
+	// Stream reads the chunk from stdin as it arrives (Input is ignored), probing only its
+	// first half second: by default ffmpeg probes up to 5 MB or 5 s, a whole 1080p chunk,
+	// before it encodes anything.
+	Stream bool
 }
 
 // Output is the path ffmpeg writes rung r to.
@@ -104,7 +108,13 @@ func (j Job) Args() []string {
 	if len(j.Rungs) == 0 {
 		return nil // nothing to encode: no ffmpeg run
 	}
-	in := ffmpeg.Input(j.Input, ffmpeg.KwArgs{"f": "mpegts", "copyts": ""})
+	input, inKw := j.Input, ffmpeg.KwArgs{"f": "mpegts", "copyts": ""}
+	if j.Stream {
+		// ffmpeg probes half a second of the chunk (not the default 5 s or 5 MB, a whole
+		// chunk), enough for the frame rate, then catches up with the rest as it arrives.
+		input, inKw["probesize"], inKw["analyzeduration"] = "pipe:0", "2000000", "500000"
+	}
+	in := ffmpeg.Input(input, inKw)
 	var outs []*ffmpeg.Stream
 	for _, r := range j.Rungs {
 		kw := ffmpeg.KwArgs{

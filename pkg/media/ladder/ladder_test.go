@@ -47,6 +47,8 @@ func TestArgsGolden(t *testing.T) {
 			Preset: def.Preset, GOP: 60}},
 		{"hd_1080p_source_threads", Job{Input: "/tmp/chunk/in.ts", OutDir: "/tmp/chunk", Rungs: hd.Select(1080, 8_000_000),
 			Preset: hd.Preset, GOP: 50, Threads: 2}},
+		{"default_1080p_streamed", Job{Input: "ignored.ts", OutDir: "/tmp/chunk", Rungs: def.Select(1080, 6_000_000),
+			Preset: def.Preset, GOP: 60, Stream: true}},
 		{"single_rung", Job{Input: "in.ts", OutDir: "out", Rungs: []Rung{{Name: "240p", Height: 240, Bitrate: 400_000}},
 			Preset: "ultrafast", GOP: 48}},
 	} {
