@@ -44,6 +44,7 @@ type Config struct {
 	DeleteGrace           time.Duration
 	ChunkDuration         time.Duration
 	TranscoderConcurrency int
+	LiveChunks            bool
 	Window                int
 	LogFormat             string
 	LogLevel              string
@@ -83,6 +84,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
 	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")
+	fs.BoolVar(&c.LiveChunks, "live-chunks", true, "stream each chunk to a transcoder while it is published, so the ladder is encoded as it arrives (ingest and transcoder; false: a chunk is encoded once complete)")
 	fs.IntVar(&c.Window, "hls-window", 6, "segments in a live playlist")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -47,9 +47,14 @@ type Chunk struct {
 	TSBase   int64 `json:"ts_base"`
 	// AudioOrigin is the presentation time of the session's first audio frame; it pins the
 	// AAC sample grid so audio segments made by different workers line up exactly.
-	AudioOrigin int64        `json:"audio_origin"`
-	Video       *VideoParams `json:"video,omitempty"`
-	Audio       *AudioParams `json:"audio,omitempty"`
+	AudioOrigin int64 `json:"audio_origin"`
+	// SourceBitrate is the session's video bits/s, measured over its first chunk (0: not
+	// known). The ladder's rungs are chosen from it rather than from each chunk's own rate, so
+	// every chunk of a session has the same renditions even when the source's bitrate
+	// wanders around a rung's threshold.
+	SourceBitrate int          `json:"source_bitrate,omitempty"`
+	Video         *VideoParams `json:"video,omitempty"`
+	Audio         *AudioParams `json:"audio,omitempty"`
 	// Last marks the final chunk of the session; an empty last chunk (Object == "") only
 	// ends the session.
 	Last    bool      `json:"last,omitempty"`
@@ -117,13 +122,17 @@ func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error 
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	if len(data) > 0 {
-		job.Object = job.ID()
-		job.Size = len(data)
+		job.setObject(data)
 		if err := c.putObject(ctx, c.chunks, job.Object, data); err != nil {
 			return fmt.Errorf("queue: store chunk %s: %w", job.ID(), err)
 		}
 	}
 	return c.publish(ctx, c.subject(chunkSubject, job.StreamID), job.ID(), job)
+}
+
+// setObject names the object that holds a chunk's bytes.
+func (c *Chunk) setObject(data []byte) {
+	c.Object, c.Size = c.ID(), len(data)
 }
 
 // ChunkBytes fetches a chunk's bytes.

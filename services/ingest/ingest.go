@@ -43,6 +43,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ReadTimeout drops a publisher that sends nothing for this long.
 	ReadTimeout time.Duration
+	// Live streams each chunk to a transcoder while it is written (when the Publisher is a
+	// LiveOfferer and a transcoder takes it), so the ladder is encoded as the stream arrives.
+	Live bool
 }
 
 func (c *Config) defaults() {
@@ -359,13 +362,22 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		stopOut()
 	}()
 
+	srcRate := 0 // the session's video bits/s, from its first chunk
 	job := func(c *chunker.Chunk) *queue.Chunk {
 		origin, _ := ch.AudioOrigin()
+		if srcRate == 0 && c.Duration > 0 {
+			srcRate = int(int64(c.VideoBytes) * 8 * media.Timescale / c.Duration)
+		}
 		return &queue.Chunk{
 			StreamID: st.ID, SessionID: sess.id, Seq: c.Seq, Profile: st.Profile, Record: st.Record,
-			Start: c.Start, Duration: c.Duration, TSBase: chunker.TSBase,
-			AudioOrigin: origin, Video: vp, Audio: ap, Last: c.Last, Created: time.Now().UTC(),
+			Start: c.Start, Duration: c.Duration, TSBase: chunker.TSBase, AudioOrigin: origin,
+			SourceBitrate: srcRate, Video: vp, Audio: ap, Last: c.Last, Created: time.Now().UTC(),
 		}
+	}
+	var live *liveChunks
+	if lo, ok := s.pub.(LiveOfferer); ok && s.cfg.Live && mayEncode(st.Profile, vp.Height) {
+		live = newLiveChunks(ctx, lo, queue.LiveOffer{StreamID: st.ID, SessionID: sess.id, Profile: st.Profile, Video: vp}, log)
+		defer live.close()
 	}
 	var fail error
 	backlogFull := false
@@ -375,7 +387,11 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		if c == nil || backlogFull {
 			return
 		}
-		if !out.push(job(c), c.Data) {
+		j := job(c)
+		if live != nil {
+			live.end(j, c.Data) // before the outbox, whose goroutine fills the job in
+		}
+		if !out.push(j, c.Data) {
 			backlogFull = true
 			if fail == nil {
 				fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)
@@ -409,6 +425,9 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		emit(done)
 		if err != nil && fail == nil {
 			fail = err
+		}
+		if live != nil && fail == nil {
+			live.update(ch.Open())
 		}
 	})
 	if aTrack != nil {

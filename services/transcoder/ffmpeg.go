@@ -16,6 +16,12 @@ import (
 // group, and a process that ignores it is killed after a grace period. The tail of stderr is
 // kept for the error.
 func runFFmpeg(ctx context.Context, bin string, args []string) error {
+	cmd, stderr := ffmpegCmd(ctx, bin, args)
+	return ffmpegErr(cmd.Run(), stderr)
+}
+
+// ffmpegCmd is ffmpeg set up as runFFmpeg runs it, with the tail of its stderr.
+func ffmpegCmd(ctx context.Context, bin string, args []string) (*exec.Cmd, *tailBuffer) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = ffmpegEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -26,17 +32,21 @@ func runFFmpeg(ctx context.Context, bin string, args []string) error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	}
 	cmd.WaitDelay = 5 * time.Second
-	var stderr tailBuffer
-	stderr.max = 8 << 10
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = "(no output)"
-		}
-		return fmt.Errorf("ffmpeg: %w: %s", err, msg)
+	stderr := &tailBuffer{max: 8 << 10}
+	cmd.Stderr = stderr
+	return cmd, stderr
+}
+
+// ffmpegErr is the error of an ffmpeg run, with what it said.
+func ffmpegErr(err error, stderr *tailBuffer) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	msg := strings.TrimSpace(stderr.String())
+	if msg == "" {
+		msg = "(no output)"
+	}
+	return fmt.Errorf("ffmpeg: %w: %s", err, msg)
 }
 
 // hugePages is the glibc tunable that backs malloc's big allocations with transparent huge

@@ -40,6 +40,9 @@ type Config struct {
 	Threads int
 	// JobTimeout bounds one chunk's whole encode.
 	JobTimeout time.Duration
+	// Live takes chunks while they are being published (when the Queue is a LiveQueue), up
+	// to three times Concurrency at once, and encodes them as they arrive.
+	Live bool
 }
 
 func (c *Config) defaults() {
@@ -78,28 +81,50 @@ type Service struct {
 	log *slog.Logger
 	q   Queue
 
+	lq       LiveQueue // nil: no live chunks
+	live     sync.WaitGroup
 	busy     atomic.Int64
 	done     atomic.Int64
+	liveDone atomic.Int64
 	failures atomic.Int64
 }
 
 // New returns a worker.
 func New(cfg Config, log *slog.Logger, q Queue) *Service {
 	cfg.defaults()
-	return &Service{cfg: cfg, log: log, q: q}
+	s := &Service{cfg: cfg, log: log, q: q}
+	if lq, ok := q.(LiveQueue); ok && cfg.Live {
+		s.lq = lq
+	}
+	return s
 }
 
-// Run takes chunk jobs until ctx ends; jobs in flight then finish (bounded by JobTimeout) and
-// are acknowledged before Run returns.
+// Run takes chunk jobs (and live chunks) until ctx ends; jobs in flight then finish (bounded
+// by JobTimeout) and are acknowledged before Run returns.
 func (s *Service) Run(ctx context.Context) error {
-	s.log.Info("transcoder started", "concurrency", s.cfg.Concurrency, "profile", s.cfg.DefaultProfile)
-	return s.q.ConsumeChunks(ctx, s.cfg.Concurrency, s.handle)
+	s.log.Info("transcoder started", "concurrency", s.cfg.Concurrency, "profile", s.cfg.DefaultProfile, "live", s.lq != nil)
+	liveErr := make(chan error, 1)
+	if s.lq != nil {
+		go func() { liveErr <- s.serveLive(ctx) }()
+	} else {
+		liveErr <- nil
+	}
+	err := s.q.ConsumeChunks(ctx, s.cfg.Concurrency, s.handle)
+	if lerr := <-liveErr; err == nil && lerr != nil && ctx.Err() == nil {
+		err = lerr
+	}
+	s.live.Wait()
+	return err
 }
 
-// Stats are the worker's counters.
+// Stats are the worker's counters: chunks in hand (jobs and live chunks), chunks done (from
+// their job or live) and chunks given up as gaps.
 func (s *Service) Stats() (busy, done, failures int64) {
-	return s.busy.Load(), s.done.Load(), s.failures.Load()
+	return s.busy.Load(), s.done.Load() + s.liveDone.Load(), s.failures.Load()
 }
+
+// LiveDone is how many chunks were done live (encoded while they were published).
+func (s *Service) LiveDone() int64 { return s.liveDone.Load() }
 
 // errPoison marks input that no retry can fix.
 var errPoison = errors.New("poison chunk")
@@ -120,6 +145,15 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Chunk]) {
 	if prof, _ := s.profile(c); len(prof.Rungs) == 0 {
 		// Repackaging only, no ffmpeg: the slot (sized for encodes) is free for another job.
 		job.Release()
+	} else if s.lq != nil && c.Object != "" && s.awaitLive(wctx, c, log) == queue.LiveDone {
+		// A worker took the chunk live and its segment is out.
+		if err := job.Ack(wctx); err != nil {
+			log.Warn("ack failed", "err", err)
+			return
+		}
+		_ = s.q.DeleteChunk(wctx, c)
+		log.Debug("chunk transcoded", "done_live", true)
+		return
 	}
 
 	start := time.Now()
@@ -181,10 +215,10 @@ func keepAlive(ctx context.Context, job interface{ InProgress() error }) (stop f
 }
 
 func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logger) (*queue.Segment, error) {
-	seg := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
-		Duration: c.Duration, Last: c.Last, Record: c.Record, Chunk: c.Created}
 	if c.Object == "" {
-		return seg, nil // an empty last chunk only ends the session
+		// An empty last chunk only ends the session.
+		return &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
+			Duration: c.Duration, Last: c.Last, Record: c.Record, Chunk: c.Created}, nil
 	}
 	data, err := s.q.ChunkBytes(ctx, c)
 	if errors.Is(err, queue.ErrNotFound) {
@@ -197,6 +231,14 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 		// The object store checks its digest; this catches a job naming the wrong object.
 		return nil, fmt.Errorf("%w: chunk object is %d bytes, the job says %d", errPoison, len(data), c.Size)
 	}
+	return s.transcodeData(ctx, c, data, log, nil)
+}
+
+// transcodeData makes a chunk's segment from its bytes; live, if not nil, is the chunk's encode
+// that ran while it arrived, used instead of running ffmpeg when it covers the rungs.
+func (s *Service) transcodeData(ctx context.Context, c *queue.Chunk, data []byte, log *slog.Logger, live *liveEncode) (*queue.Segment, error) {
+	seg := &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
+		Duration: c.Duration, Last: c.Last, Record: c.Record, Chunk: c.Created}
 	dem, err := cmaf.Demux(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
@@ -232,9 +274,12 @@ func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logge
 	if !known {
 		log.Warn("unknown profile; using the default", "profile", c.Profile)
 	}
+	if c.SourceBitrate > 0 {
+		srcRate = c.SourceBitrate // the session's, so every chunk has the same renditions
+	}
 	rungs := prof.Select(src.Height, srcRate)
 	if len(rungs) > 0 {
-		encoded := s.encodeRungs(ctx, c, data, dem, prof, rungs, fragSeq, prefix, log)
+		encoded := s.encodeRungs(ctx, c, data, dem, prof, rungs, fragSeq, prefix, log, live)
 		renditions = append(renditions, encoded...)
 	}
 	seg.Renditions = renditions
@@ -317,7 +362,14 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 
 // encodeRungs runs ffmpeg once for every rung, retrying a failed run; rungs that still fail are
 // reported as failed renditions, never dropped silently.
-func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
+func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger, live *liveEncode) []queue.Rendition {
+	if live != nil {
+		job, err := live.outputs(rungs)
+		if err == nil {
+			return s.rungRenditions(ctx, job, rungs, c, len(dem.Video), seq, prefix, log)
+		}
+		log.Warn("live encode not usable; encoding the chunk again", "err", err)
+	}
 	dir, err := os.MkdirTemp(s.cfg.TempDir, "gopcast-chunk-")
 	if err != nil {
 		return failed(rungs, err)
@@ -347,9 +399,14 @@ func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, 
 	if runErr != nil {
 		return failed(rungs, runErr)
 	}
+	return s.rungRenditions(ctx, job, rungs, c, len(dem.Video), seq, prefix, log)
+}
+
+// rungRenditions hands on the rungs a finished ffmpeg run wrote.
+func (s *Service) rungRenditions(ctx context.Context, job ladder.Job, rungs []ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
 	out := make([]queue.Rendition, 0, len(rungs))
 	for _, r := range rungs {
-		rend, err := s.rungRendition(ctx, job.Output(r), r, c, len(dem.Video), seq, prefix)
+		rend, err := s.rungRendition(ctx, job.Output(r), r, c, framesIn, seq, prefix)
 		if err != nil {
 			log.Error("rung failed", "rendition", r.Name, "err", err)
 			out = append(out, queue.Rendition{Name: r.Name, Kind: "video", Height: r.Height, Failed: true, Error: err.Error()})

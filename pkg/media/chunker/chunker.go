@@ -47,6 +47,7 @@ type Chunk struct {
 	Duration int64
 	// Data is the MPEG-TS file; a time t of the session timeline is written as TSBase+t-Start.
 	Data        []byte
+	VideoBytes  int // of the video access units, without MPEG-TS framing
 	VideoFrames int
 	AudioFrames int
 	Keyframes   int
@@ -86,6 +87,7 @@ type builder struct {
 	buf        bytes.Buffer
 	w          *mpegts.Writer
 	nv, na, nk int
+	vbytes     int
 	// noAudio keeps the video access units written while the chunk has no audio yet (a
 	// session with audio), so a chunk that ends without any can be written again as
 	// video-only: an MPEG-TS declaring an audio stream that never carries data cannot be
@@ -128,6 +130,27 @@ func (c *Chunker) AudioOrigin() (int64, bool) { return c.audioOrigin, c.haveAudi
 
 // Seq is the sequence number the next chunk will carry.
 func (c *Chunker) Seq() uint64 { return c.seq }
+
+// Partial is a chunk still being written.
+type Partial struct {
+	Seq   uint64
+	Start int64
+	// Data is the chunk's MPEG-TS bytes so far. The chunker only appends to them (a chunk
+	// written again is written to new memory), so the slice stays valid and unchanged.
+	Data []byte
+}
+
+// Open returns the chunks being written, oldest first: at most one cut on video and waiting
+// for its audio, and the current one.
+func (c *Chunker) Open() []Partial {
+	var out []Partial
+	for _, b := range []*builder{c.closing, c.cur} {
+		if b != nil {
+			out = append(out, Partial{Seq: b.seq, Start: b.start, Data: b.buf.Bytes()})
+		}
+	}
+	return out
+}
 
 // audioGrace is how far video may run past a cut while the closing chunk waits for its audio.
 const audioGrace = media.Timescale
@@ -256,6 +279,7 @@ func (c *Chunker) finish(b *builder, last bool) *Chunk {
 		Start:       b.start,
 		Duration:    b.end - b.start,
 		Data:        b.buf.Bytes(),
+		VideoBytes:  b.vbytes,
 		VideoFrames: b.nv,
 		AudioFrames: b.na,
 		Keyframes:   b.nk,
@@ -270,6 +294,9 @@ func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) error {
 		b.nk++
 	}
 	b.nv++
+	for _, n := range au {
+		b.vbytes += len(n)
+	}
 	c.lastDTS = f.DTS
 	pts, dts := TSBase+f.PTS-b.start, TSBase+f.DTS-b.start
 	if c.aTrack != nil && b.na == 0 {

@@ -1,0 +1,244 @@
+package transcoder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gopcast/gopcast/pkg/media/ladder"
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+// LiveQueue is the optional part of a Queue for live chunks (see queue.LiveOffer); *queue.Conn
+// has it.
+type LiveQueue interface {
+	ServeLive(ctx context.Context, take func(*queue.LiveChunk) queue.LiveSink) error
+	LiveStatus(ctx context.Context, job *queue.Chunk) (queue.LiveState, error)
+}
+
+// serveLive takes live chunks while ctx lasts, on up to three per slot. A live encode runs at
+// the pace the chunk arrives, so one stream keeps about one busy; but a stream's next chunk
+// begins while the previous one's encode is finishing, and a chunk that arrived in a burst (a
+// publisher's first seconds arrive at once, read ahead while the tracks are learnt) is encoded
+// at full speed while the next one starts. A chunk declined here is encoded from its job, on
+// this worker's CPUs as likely as another's, only later.
+func (s *Service) serveLive(ctx context.Context) error {
+	slots := make(chan struct{}, 3*s.cfg.Concurrency)
+	return s.lq.ServeLive(ctx, func(lc *queue.LiveChunk) queue.LiveSink {
+		if e := s.takeLive(lc, slots); e != nil {
+			return e
+		}
+		return nil // not a nil *liveEncode in an interface
+	})
+}
+
+// takeLive starts encoding an offered chunk if it has rungs to encode and a slot is free.
+func (s *Service) takeLive(lc *queue.LiveChunk, slots chan struct{}) *liveEncode {
+	o := &lc.Offer
+	if o.Video == nil || o.Video.Height <= 0 {
+		return nil
+	}
+	prof, _ := s.profile(&queue.Chunk{Profile: o.Profile})
+	rungs := prof.Select(o.Video.Height, o.Bitrate)
+	if len(rungs) == 0 {
+		return nil
+	}
+	select {
+	case slots <- struct{}{}:
+	default:
+		s.log.Debug("live chunk declined: live slots busy", "chunk", o.ID())
+		return nil // the ingest offers it to another worker
+	}
+	e, err := s.startLive(lc, prof, rungs, func() { <-slots })
+	if err != nil {
+		<-slots
+		s.log.Warn("live chunk: ffmpeg did not start", "chunk", o.ID(), "err", err)
+		return nil
+	}
+	return e
+}
+
+// liveEncode is a chunk encoded while it arrives: its bytes go to ffmpeg's stdin as they come
+// and are kept, so the chunk can be finished like a job's once it is complete.
+type liveEncode struct {
+	s       *Service
+	lc      *queue.LiveChunk
+	log     *slog.Logger
+	rungs   []ladder.Rung
+	job     ladder.Job
+	cancel  context.CancelFunc
+	exited  chan struct{} // closed when ffmpeg has exited; runErr is then set
+	runErr  error
+	release func()
+
+	mu     sync.Mutex
+	data   bytes.Buffer
+	stdin  io.WriteCloser // nil until ffmpeg has started
+	closed bool           // the chunk's bytes are all in
+	wErr   error          // starting or feeding ffmpeg failed: its output is unusable, the bytes are still kept
+}
+
+func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []ladder.Rung, release func()) (*liveEncode, error) {
+	o := &lc.Offer
+	dir, err := os.MkdirTemp(s.cfg.TempDir, "gopcast-live-")
+	if err != nil {
+		return nil, err
+	}
+	fps := o.Video.FPS
+	if fps <= 0 {
+		fps = 30
+	}
+	job := ladder.Job{Stream: true, OutDir: dir, Rungs: rungs, Preset: prof.Preset,
+		GOP: max(1, int(math.Round(fps*2))), Threads: s.cfg.Threads}
+	// A chunk taken is finished even when the worker is shutting down (within JobTimeout), as
+	// a job in hand is: it is seconds of work at most, and dropping it would delay the stream.
+	ectx, cancel := context.WithTimeout(context.Background(), s.cfg.JobTimeout)
+	e := &liveEncode{s: s, lc: lc, rungs: rungs, job: job, cancel: cancel, exited: make(chan struct{}),
+		release: release, log: s.log.With("stream_id", o.StreamID, "session_id", o.SessionID, "seq", o.Seq, "live", true)}
+	if o.Bitrate > 0 {
+		e.data.Grow(o.Bitrate / 8 * 5 / 2) // about a 2 s chunk and a little more
+	}
+	s.live.Add(1)
+	s.busy.Add(1)
+	// ffmpeg starts beside the offer's answer, which must not wait for a fork and exec on a
+	// loaded machine; the bytes that arrive meanwhile are kept and fed once it runs.
+	go e.run(ectx)
+	return e, nil
+}
+
+// run starts ffmpeg, feeds it what has arrived, and waits for it.
+func (e *liveEncode) run(ctx context.Context) {
+	defer close(e.exited)
+	cmd, stderr := ffmpegCmd(ctx, e.s.cfg.FFmpeg, e.job.Args())
+	stdin, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	e.mu.Lock()
+	if err != nil {
+		e.wErr, e.runErr = err, err
+		e.mu.Unlock()
+		return
+	}
+	e.stdin = stdin
+	if e.data.Len() > 0 {
+		_, e.wErr = stdin.Write(e.data.Bytes())
+	}
+	if e.closed {
+		_ = stdin.Close()
+	}
+	e.mu.Unlock()
+	e.runErr = ffmpegErr(cmd.Wait(), stderr)
+}
+
+// Part feeds the chunk's next bytes to ffmpeg.
+func (e *liveEncode) Part(p []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.data.Write(p)
+	if e.stdin != nil && e.wErr == nil {
+		_, e.wErr = e.stdin.Write(p)
+	}
+}
+
+// End finishes the chunk: with its job, as the job would be (from this encode if it went
+// well), or gives it up to the job's worker.
+func (e *liveEncode) End(job *queue.Chunk, err error) {
+	e.mu.Lock()
+	e.closed = true
+	if e.stdin != nil {
+		_ = e.stdin.Close()
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Info("live chunk given up; its job will be encoded", "err", err)
+		e.cancel()
+		go e.close(false)
+		return
+	}
+	go e.finish(job)
+}
+
+func (e *liveEncode) finish(job *queue.Chunk) {
+	ok := false
+	defer func() { e.close(ok) }()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), e.s.cfg.JobTimeout)
+	defer cancel()
+	seg, err := e.s.transcodeData(ctx, job, e.data.Bytes(), e.log, e)
+	if err != nil {
+		e.log.Warn("live chunk failed; its job will be encoded", "err", err)
+		return
+	}
+	if err := e.s.q.PublishSegment(ctx, seg); err != nil {
+		e.log.Warn("live chunk: publishing its segment failed; its job will be encoded", "err", err)
+		return
+	}
+	ok = true
+	e.s.liveDone.Add(1)
+	e.log.Debug("chunk transcoded", "renditions", len(seg.Renditions), "after_end", time.Since(start))
+}
+
+// close reports the outcome once ffmpeg is gone and frees the chunk's slot and files.
+func (e *liveEncode) close(ok bool) {
+	<-e.exited
+	e.cancel()
+	os.RemoveAll(e.job.OutDir)
+	e.lc.Done(ok)
+	e.release()
+	e.s.busy.Add(-1)
+	e.s.live.Done()
+}
+
+// outputs waits for the encode and returns it if it covers rungs; an error says why the
+// chunk must be encoded again instead.
+func (e *liveEncode) outputs(rungs []ladder.Rung) (ladder.Job, error) {
+	for _, r := range rungs {
+		if !slices.Contains(e.rungs, r) {
+			return ladder.Job{}, fmt.Errorf("rung %s was not encoded live (the ladder chosen at the chunk's start differs)", r.Name)
+		}
+	}
+	<-e.exited
+	e.mu.Lock()
+	wErr := e.wErr
+	e.mu.Unlock()
+	if wErr != nil {
+		return ladder.Job{}, fmt.Errorf("feeding ffmpeg: %w (%v)", wErr, e.runErr)
+	}
+	if e.runErr != nil {
+		return ladder.Job{}, e.runErr
+	}
+	return e.job, nil
+}
+
+// awaitLive waits while a live chunk's taker works on it, and reports its outcome: LiveDone
+// means the segment is out and the job is done.
+func (s *Service) awaitLive(ctx context.Context, c *queue.Chunk, log *slog.Logger) queue.LiveState {
+	for {
+		st, err := s.lq.LiveStatus(ctx, c)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				log.Debug("live chunk status unknown; encoding the job", "err", err)
+			}
+			return queue.LiveNone
+		}
+		if st != queue.LiveWorking {
+			return st
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return queue.LiveNone
+		case <-t.C:
+		}
+	}
+}

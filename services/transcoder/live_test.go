@@ -1,0 +1,197 @@
+package transcoder
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopcast/gopcast/internal/testenv"
+	"github.com/gopcast/gopcast/pkg/queue"
+)
+
+// liveRun feeds a fixture chunk to a taken live chunk in MPEG-TS-packet-sized pieces, as the
+// ingest sends it while it is written, ends it with its job and waits for the outcome.
+func liveRun(t *testing.T, svc *Service, slots chan struct{}, job queue.Chunk, data []byte, offer queue.LiveOffer) *queue.LiveChunk {
+	t.Helper()
+	lc := &queue.LiveChunk{Offer: offer}
+	e := svc.takeLive(lc, slots)
+	if e == nil {
+		t.Fatalf("chunk %d not taken", job.Seq)
+	}
+	for n := 0; n < len(data); n += 7 * 188 {
+		e.Part(data[n:min(n+7*188, len(data))])
+	}
+	e.End(&job, nil)
+	waitLive(t, lc)
+	return lc
+}
+
+func waitLive(t *testing.T, lc *queue.LiveChunk) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for lc.State() == queue.LiveWorking {
+		if time.Now().After(deadline) {
+			t.Fatalf("live chunk %s still working", lc.Offer.ID())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func offerFor(job queue.Chunk, bitrate int) queue.LiveOffer {
+	return queue.LiveOffer{StreamID: job.StreamID, SessionID: job.SessionID, Seq: job.Seq, Profile: job.Profile,
+		Video: job.Video, Bitrate: bitrate}
+}
+
+func emptyDir(t *testing.T, dir string) {
+	t.Helper()
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("%d files left in the temp dir, e.g. %s", len(left), left[0].Name())
+	}
+}
+
+// A chunk taken live is encoded by one ffmpeg reading it as it arrives, and finished into the
+// segment its job would have made: the same renditions with the same timeline, every frame of
+// every rung decoding, and the chunks still joining without a gap.
+func TestLiveChunkMakesTheJobsSegment(t *testing.T) {
+	t.Parallel()
+	run := runLadder(t) // the job path's segments, to compare with
+	fx := run.fx
+	ffmpeg, _ := testenv.FFmpeg(t)
+	bin, calls := fakeFFmpeg(t, "exec '"+ffmpeg+"' \"$@\"")
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin}, q)
+	slots := make(chan struct{}, 3)
+	bitrate := 0 // the first chunk's offer knows no bitrate yet: it encodes every rung up to the source's height
+	for i, c := range fx.chunks {
+		job := fx.jobs[i]
+		lc := liveRun(t, svc, slots, job, c.Data, offerFor(job, bitrate))
+		if st := lc.State(); st != queue.LiveDone {
+			t.Fatalf("chunk %d: live state %q, want done", i, st)
+		}
+		bitrate = len(c.Data) * 8 / 2
+	}
+	svc.live.Wait()
+	if n := len(slots); n != 0 {
+		t.Errorf("%d live slots still taken", n)
+	}
+	emptyDir(t, svc.cfg.TempDir)
+	if n := callCount(t, calls); n != len(fx.chunks) {
+		t.Errorf("ffmpeg ran %d times for %d live chunks", n, len(fx.chunks))
+	}
+	b, _ := os.ReadFile(calls)
+	if strings.Count(string(b), "pipe:0") != len(fx.chunks) {
+		t.Errorf("ffmpeg did not read the chunks from stdin:\n%s", b)
+	}
+	if len(q.published) != len(run.segs) {
+		t.Fatalf("%d segments published, want %d", len(q.published), len(run.segs))
+	}
+	for i, seg := range q.published {
+		want := run.segs[i]
+		if strings.Join(names(&seg), ",") != strings.Join(names(want), ",") || seg.Seq != want.Seq || seg.Start != want.Start ||
+			seg.Duration != want.Duration || seg.Last != want.Last {
+			t.Fatalf("chunk %d: live segment %v (seq %d start %d duration %d last %v), job's %v (seq %d start %d duration %d last %v)",
+				i, names(&seg), seg.Seq, seg.Start, seg.Duration, seg.Last, names(want), want.Seq, want.Start, want.Duration, want.Last)
+		}
+		for _, r := range seg.Renditions {
+			w := rend(t, want, r.Name)
+			if r.Failed || r.Start != w.Start || r.Duration != w.Duration || r.Width != w.Width || r.Height != w.Height ||
+				r.FPS != w.FPS || r.Codec != w.Codec {
+				t.Errorf("chunk %d %s: live %+v, job %+v", i, r.Name, r, w)
+			}
+			if r.Kind != "video" || r.Name == "source" {
+				continue
+			}
+			p := ffprobe(t, r.Name+".mp4", q.rendition(t, r.Init), q.rendition(t, r.Media))
+			if len(p.Packets) != fx.chunks[i].VideoFrames {
+				t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
+			}
+		}
+	}
+	// The rungs of consecutive live chunks join as the job path's do.
+	for _, name := range []string{"480p", "360p"} {
+		r0, r1 := rend(t, &q.published[0], name), rend(t, &q.published[1], name)
+		if r1.Start-r0.Start != q.published[0].Duration {
+			t.Errorf("%s: chunk 1 starts %d after chunk 0, which lasts %d", name, r1.Start-r0.Start, q.published[0].Duration)
+		}
+	}
+}
+
+// A live chunk given up (a lost part, its ingest gone) publishes nothing and reports failed,
+// so the job is encoded; its ffmpeg, files and slot are let go.
+func TestLiveChunkGivenUp(t *testing.T) {
+	t.Parallel()
+	fx := lightFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: ffmpeg}, q)
+	slots := make(chan struct{}, 1)
+	job := fx.jobs[0]
+	lc := &queue.LiveChunk{Offer: offerFor(job, 300_000)}
+	e := svc.takeLive(lc, slots)
+	if e == nil {
+		t.Fatal("not taken")
+	}
+	if svc.takeLive(&queue.LiveChunk{Offer: offerFor(job, 300_000)}, slots) != nil {
+		t.Fatal("a second chunk was taken with the only slot busy")
+	}
+	e.Part(fx.chunks[0].Data[:len(fx.chunks[0].Data)/2])
+	e.End(nil, errors.New("live chunk: part 9 where 8 was due"))
+	waitLive(t, lc)
+	if st := lc.State(); st != queue.LiveFailed {
+		t.Errorf("state %q, want failed", st)
+	}
+	svc.live.Wait()
+	if len(q.published) != 0 {
+		t.Errorf("%d segments published for a chunk given up", len(q.published))
+	}
+	if len(slots) != 0 {
+		t.Error("slot not freed")
+	}
+	emptyDir(t, svc.cfg.TempDir)
+}
+
+// When the rungs chosen at the chunk's start (from the previous chunk's bitrate) are not the
+// ones the finished chunk needs, the taker encodes it again from the bytes it kept: the segment
+// is right, only later.
+func TestLiveChunkWithOtherRungsIsEncodedAgain(t *testing.T) {
+	t.Parallel()
+	fx := lightFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	bin, calls := fakeFFmpeg(t, "exec '"+ffmpeg+"' \"$@\"")
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin}, q)
+	job := fx.jobs[0]
+	offer := offerFor(job, 300_000)
+	small := *job.Video
+	small.Height = 480 // so only the 360p rung is encoded live; the job needs 480p too
+	offer.Video = &small
+	lc := liveRun(t, svc, make(chan struct{}, 1), job, fx.chunks[0].Data, offer)
+	if st := lc.State(); st != queue.LiveDone {
+		t.Fatalf("state %q, want done", st)
+	}
+	svc.live.Wait()
+	if n := callCount(t, calls); n != 2 {
+		t.Errorf("ffmpeg ran %d times, want 2 (live, then again for the missing rung)", n)
+	}
+	if len(q.published) != 1 {
+		t.Fatalf("%d segments published", len(q.published))
+	}
+	seg := &q.published[0]
+	if got := strings.Join(names(seg), ","); got != "source,audio,480p,360p" {
+		t.Errorf("renditions %s", got)
+	}
+	for _, name := range []string{"480p", "360p"} {
+		r := rend(t, seg, name)
+		p := ffprobe(t, name+".mp4", q.rendition(t, r.Init), q.rendition(t, r.Media))
+		if r.Failed || len(p.Packets) != fx.chunks[0].VideoFrames {
+			t.Errorf("%s: failed %v, %d frames", name, r.Failed, len(p.Packets))
+		}
+	}
+	emptyDir(t, svc.cfg.TempDir)
+}
