@@ -75,7 +75,8 @@ type liveEncode struct {
 	rungs   []ladder.Rung
 	job     ladder.Job
 	cancel  context.CancelFunc
-	exited  chan struct{} // closed when ffmpeg has exited; runErr is then set
+	after   <-chan struct{} // the stream's previous live encode here, which goes first
+	exited  chan struct{}   // closed when ffmpeg has exited; runErr is then set
 	runErr  error
 	release func()
 
@@ -106,6 +107,7 @@ func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []la
 	if o.Bitrate > 0 {
 		e.data.Grow(o.Bitrate / 8 * 5 / 2) // about a 2 s chunk and a little more
 	}
+	e.after = s.queueLive(o.StreamID, e.exited)
 	s.live.Add(1)
 	s.busy.Add(1)
 	// ffmpeg starts beside the offer's answer, which must not wait for a fork and exec on a
@@ -114,9 +116,45 @@ func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []la
 	return e, nil
 }
 
-// run starts ffmpeg, feeds it what has arrived, and waits for it.
+// queueLive records exited as the stream's latest live encode here and returns the one before
+// it (closed if none runs).
+func (s *Service) queueLive(streamID string, exited chan struct{}) <-chan struct{} {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.lastLive == nil {
+		s.lastLive = make(map[string]chan struct{})
+	}
+	prev, ok := s.lastLive[streamID]
+	s.lastLive[streamID] = exited
+	if !ok {
+		prev = make(chan struct{})
+		close(prev)
+	}
+	go func() {
+		<-exited
+		s.liveMu.Lock()
+		if s.lastLive[streamID] == exited {
+			delete(s.lastLive, streamID)
+		}
+		s.liveMu.Unlock()
+	}()
+	return prev
+}
+
+// run starts ffmpeg once the stream's previous chunk's ffmpeg here has exited, feeds it what
+// has arrived, and waits for it.
+//
+// A stream's chunks are encoded one after the other, not side by side: a chunk whose bytes
+// are all in finishes first, and its successor, which has until its own end, catches up after.
+// Side by side they share the CPU and both finish late: a publisher's first chunk arrives in a
+// burst (the RTMP reader reads 2 s ahead to learn the tracks), and with the next one encoding
+// beside it the first segments were listed 3-4.4 s after their end instead of ~2 s.
 func (e *liveEncode) run(ctx context.Context) {
 	defer close(e.exited)
+	select {
+	case <-e.after:
+	case <-ctx.Done():
+	}
 	cmd, stderr := ffmpegCmd(ctx, e.s.cfg.FFmpeg, e.job.Args())
 	stdin, err := cmd.StdinPipe()
 	if err == nil {

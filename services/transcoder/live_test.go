@@ -3,6 +3,7 @@ package transcoder
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,54 @@ func TestLiveChunkWithOtherRungsIsEncodedAgain(t *testing.T) {
 		}
 	}
 	emptyDir(t, svc.cfg.TempDir)
+}
+
+// Two live chunks of one stream are encoded one after the other: the second one's ffmpeg
+// starts once the first one's has exited, though both chunks' bytes are in.
+func TestLiveChunksOfAStreamTakeTurns(t *testing.T) {
+	t.Parallel()
+	fx := sourceFixture(t)
+	order := filepath.Join(t.TempDir(), "order")
+	// Each run logs its start, reads the chunk from stdin, takes a moment, writes the chunk
+	// as every rung (so the rungs are complete), and logs its end.
+	bin, _ := fakeFFmpeg(t, `echo start >> '`+order+`'
+tmp=$(mktemp); cat > "$tmp"; sleep 0.3
+for a in "$@"; do case "$a" in *.ts) cp "$tmp" "$a";; esac; done
+rm -f "$tmp"; echo end >> '`+order+`'`)
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin}, q)
+	slots := make(chan struct{}, 3)
+	var lcs []*queue.LiveChunk
+	var es []*liveEncode
+	for i := range fx.chunks {
+		job := fx.jobs[i]
+		lc := &queue.LiveChunk{Offer: offerFor(job, 2_500_000)}
+		e := svc.takeLive(lc, slots)
+		if e == nil {
+			t.Fatalf("chunk %d not taken", i)
+		}
+		lcs, es = append(lcs, lc), append(es, e)
+	}
+	for i, e := range es {
+		e.Part(fx.chunks[i].Data)
+		job := fx.jobs[i]
+		e.End(&job, nil)
+	}
+	for _, lc := range lcs {
+		waitLive(t, lc)
+		if st := lc.State(); st != queue.LiveDone {
+			t.Errorf("chunk %s: %q, want done", lc.Offer.ID(), st)
+		}
+	}
+	svc.live.Wait()
+	b, err := os.ReadFile(order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(b)); strings.Join(got, " ") != "start end start end" {
+		t.Errorf("ffmpeg runs went %v, want one after the other", got)
+	}
+	if len(q.published) != 2 {
+		t.Errorf("%d segments published", len(q.published))
+	}
 }

@@ -83,6 +83,8 @@ type Service struct {
 
 	lq       LiveQueue // nil: no live chunks
 	live     sync.WaitGroup
+	liveMu   sync.Mutex
+	lastLive map[string]chan struct{} // by stream: its latest live encode's exit
 	busy     atomic.Int64
 	done     atomic.Int64
 	liveDone atomic.Int64
