@@ -80,10 +80,16 @@ type Rendition struct {
 	Channels  int     `json:"channels,omitempty"`
 	// SampleRate is the audio sampling rate.
 	SampleRate int `json:"sample_rate,omitempty"`
-	// Init and Media name objects in the segment object store.
-	Init  string `json:"init,omitempty"`
-	Media string `json:"media,omitempty"`
-	Bytes int    `json:"bytes"`
+	// Init and Media name objects in the segment object store; InitData and MediaData carry
+	// the bytes in the message instead (the name is then empty). Small ones travel in the
+	// message: the init segments (a few hundred bytes, the same for every chunk) and the audio
+	// (32 KB per 2 s at 128 kbit/s) are not worth an object put, get (each get is a consumer
+	// made and deleted on the server) and delete per chunk.
+	Init      string `json:"init,omitempty"`
+	InitData  []byte `json:"init_data,omitempty"`
+	Media     string `json:"media,omitempty"`
+	MediaData []byte `json:"media_data,omitempty"`
+	Bytes     int    `json:"bytes"`
 	// Start and Duration are the segment's earliest presentation time and length in the
 	// rendition's own timescale (Timescale: 90 kHz for video, the sample rate for audio).
 	Start     int64  `json:"start"`

@@ -418,6 +418,9 @@ type sess struct {
 	initV          map[string]string // rendition → init version: its init bytes are "init NAME VERSION"
 	specs          []rendSpec
 	chunkDurations map[uint64]int64
+	// inline carries init segments and the audio in the message, as the transcoder does;
+	// otherwise they are objects (as an older transcoder stored them).
+	inline bool
 }
 
 func (h *harness) session(stream, id string) *sess {
@@ -483,8 +486,16 @@ func (s *sess) seg(seq uint64, mods ...func(*queue.Segment)) queue.Segment {
 		}
 		m := s.mediaBytes(sp.name, seq)
 		r.Bytes = len(m)
-		s.h.q.put(r.Init, s.initBytes(sp.name))
-		s.h.q.put(r.Media, m)
+		if s.inline {
+			r.Init, r.InitData = "", s.initBytes(sp.name)
+		} else {
+			s.h.q.put(r.Init, s.initBytes(sp.name))
+		}
+		if s.inline && sp.kind == "audio" {
+			r.Media, r.MediaData = "", m
+		} else {
+			s.h.q.put(r.Media, m)
+		}
 		seg.Renditions = append(seg.Renditions, r)
 	}
 	for _, m := range mods {

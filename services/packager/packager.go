@@ -205,8 +205,11 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	}
 	for _, r := range seg.Renditions {
 		if !r.Failed {
-			_ = s.q.DeleteRendition(wctx, r.Init)
-			_ = s.q.DeleteRendition(wctx, r.Media)
+			for _, name := range []string{r.Init, r.Media} {
+				if name != "" {
+					_ = s.q.DeleteRendition(wctx, name)
+				}
+			}
 		}
 	}
 }
@@ -383,11 +386,11 @@ func (s *Service) uploadSegments(ctx context.Context, st *state, seg *queue.Segm
 		if r.Failed {
 			continue
 		}
-		init, err := s.q.RenditionBytes(ctx, r.Init)
+		init, err := s.renditionBytes(ctx, r.Name, "init", r.Init, r.InitData)
 		if err != nil {
 			return nil, err
 		}
-		media, err := s.q.RenditionBytes(ctx, r.Media)
+		media, err := s.renditionBytes(ctx, r.Name, "media", r.Media, r.MediaData)
 		if err != nil {
 			return nil, err
 		}
@@ -406,6 +409,18 @@ func (s *Service) uploadSegments(ctx context.Context, st *state, seg *queue.Segm
 		maps[r.Name] = mapURI
 	}
 	return maps, nil
+}
+
+// renditionBytes is an init or media segment: fetched when the message names its object,
+// otherwise the bytes the message carries.
+func (s *Service) renditionBytes(ctx context.Context, rendition, what, object string, inline []byte) ([]byte, error) {
+	if object != "" {
+		return s.q.RenditionBytes(ctx, object)
+	}
+	if len(inline) == 0 {
+		return nil, fmt.Errorf("%w: rendition %s has no %s segment", errPoison, rendition, what)
+	}
+	return inline, nil
 }
 
 // put writes one object, retrying with backoff: a storage outage delays the stream but loses

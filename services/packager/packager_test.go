@@ -874,3 +874,44 @@ func TestBacklogStaysListed(t *testing.T) {
 	h2.mustAccept(b.seg(1))
 	h2.wantListing("st1", seqs(5, 7), nil)
 }
+
+// Init segments and audio that come in the message are written as the ones fetched from
+// objects are: inits once per session and rendition, under the names the playlists give them.
+// A rendition with neither an object nor bytes is poison.
+func TestSegmentsInTheMessage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Window: 4})
+	s := h.session("st1", sessA)
+	s.inline = true
+	h.mustAccept(s.seg(0), s.seg(1), s.seg(2))
+	h.wantListing("st1", seqs(0, 2), nil)
+	for _, sp := range s.specs {
+		pl := h.media("st1", sp.name)
+		if pl.topMap != "init.mp4" {
+			t.Errorf("%s: map %q, want init.mp4", sp.name, pl.topMap)
+		}
+		if got := h.get("live/st1/" + sp.name + "/init.mp4"); !bytes.Equal(got, s.initBytes(sp.name)) {
+			t.Errorf("%s init.mp4 = %q, want %q", sp.name, got, s.initBytes(sp.name))
+		}
+		if got := h.get("live/st1/" + sp.name + "/1.m4s"); !bytes.Equal(got, s.mediaBytes(sp.name, 1)) {
+			t.Errorf("%s 1.m4s = %q, want %q", sp.name, got, s.mediaBytes(sp.name, 1))
+		}
+	}
+	for _, what := range []string{"init", "media"} {
+		seg := s.seg(3)
+		var r *queue.Rendition
+		for i := range seg.Renditions {
+			if seg.Renditions[i].Kind == "audio" {
+				r = &seg.Renditions[i]
+			}
+		}
+		if what == "init" {
+			r.InitData = nil
+		} else {
+			r.MediaData = nil
+		}
+		if err := h.accept(seg); !errors.Is(err, errPoison) || !strings.Contains(err.Error(), what) {
+			t.Errorf("%s %s neither named nor carried: err %v, want errPoison", r.Name, what, err)
+		}
+	}
+}

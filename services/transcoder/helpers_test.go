@@ -94,6 +94,27 @@ func (q *fakeQueue) rendition(t *testing.T, name string) []byte {
 	return b
 }
 
+// media is a rendition's media segment: an object, or (audio) in the segment message.
+func (q *fakeQueue) media(t *testing.T, r queue.Rendition) []byte {
+	t.Helper()
+	if r.Media == "" {
+		if len(r.MediaData) == 0 {
+			t.Fatalf("%s: no media segment", r.Name)
+		}
+		return r.MediaData
+	}
+	return q.rendition(t, r.Media)
+}
+
+// initOf is a rendition's init segment, which travels in the segment message.
+func initOf(t *testing.T, r queue.Rendition) []byte {
+	t.Helper()
+	if len(r.InitData) == 0 || r.Init != "" {
+		t.Fatalf("%s: init segment not in the message (init %q, %d bytes)", r.Name, r.Init, len(r.InitData))
+	}
+	return r.InitData
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	t.Helper()
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

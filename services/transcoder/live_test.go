@@ -108,7 +108,7 @@ func TestLiveChunkMakesTheJobsSegment(t *testing.T) {
 			if r.Kind != "video" || r.Name == "source" {
 				continue
 			}
-			p := ffprobe(t, r.Name+".mp4", q.rendition(t, r.Init), q.rendition(t, r.Media))
+			p := ffprobe(t, r.Name+".mp4", initOf(t, r), q.media(t, r))
 			if len(p.Packets) != fx.chunks[i].VideoFrames {
 				t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
 			}
@@ -189,7 +189,7 @@ func TestLiveChunkWithOtherRungsIsEncodedAgain(t *testing.T) {
 	}
 	for _, name := range []string{"480p", "360p"} {
 		r := rend(t, seg, name)
-		p := ffprobe(t, name+".mp4", q.rendition(t, r.Init), q.rendition(t, r.Media))
+		p := ffprobe(t, name+".mp4", initOf(t, r), q.media(t, r))
 		if r.Failed || len(p.Packets) != fx.chunks[0].VideoFrames {
 			t.Errorf("%s: failed %v, %d frames", name, r.Failed, len(p.Packets))
 		}

@@ -320,16 +320,17 @@ func (s *Service) videoRendition(ctx context.Context, name string, seq uint32, c
 		fps = estimateFPS(frames)
 	}
 	r := &queue.Rendition{Name: name, Kind: "video", Codec: cs, Width: w, Height: h, FPS: fps,
-		Init: prefix + name + "/init.mp4", Media: prefix + name + "/media.m4s", Bytes: len(frag),
+		InitData: init, Media: prefix + name + "/media.m4s", Bytes: len(frag),
 		Start: minPTS(frames), Duration: end - frames[0].DTS, Timescale: media.Timescale}
-	if err := s.q.PutRendition(ctx, r.Init, init); err != nil {
-		return nil, err
-	}
 	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
+
+// inlineAudio bounds an audio segment carried in the segment message rather than stored as an
+// object: AAC at up to 256 kbit/s for 2 s (a longer GOP's chunk goes as an object).
+const inlineAudio = 64 << 10
 
 func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64, prefix string) (*queue.Rendition, error) {
 	init, err := cmaf.AudioInit(cfg)
@@ -350,12 +351,13 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
 	}
 	r := &queue.Rendition{Name: "audio", Kind: "audio", Codec: cs, Channels: ch, SampleRate: int(ts),
-		Init: prefix + "audio/init.mp4", Media: prefix + "audio/media.m4s", Bytes: len(frag),
-		Start: start, Duration: dur, Timescale: ts,
+		InitData: init, Bytes: len(frag), Start: start, Duration: dur, Timescale: ts,
 		Bandwidth: int(float64(len(frag)*8) / (float64(dur) / float64(ts)))}
-	if err := s.q.PutRendition(ctx, r.Init, init); err != nil {
-		return nil, err
+	if len(frag) <= inlineAudio {
+		r.MediaData = frag
+		return r, nil
 	}
+	r.Media = prefix + "audio/media.m4s"
 	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
 		return nil, err
 	}

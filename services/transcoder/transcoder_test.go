@@ -138,6 +138,13 @@ func TestFixtureIsWhatIngestProduces(t *testing.T) {
 func TestTranscodeDefaultLadder(t *testing.T) {
 	t.Parallel()
 	run := runLadder(t)
+	run.q.mu.Lock()
+	for name := range run.q.renditions {
+		if strings.HasSuffix(name, "init.mp4") {
+			t.Errorf("init segment stored as an object %s: it travels in the segment message", name)
+		}
+	}
+	run.q.mu.Unlock()
 	for i, seg := range run.segs {
 		job := run.fx.jobs[i]
 		c := run.fx.chunks[i]
@@ -175,10 +182,10 @@ func TestTranscodeDefaultLadder(t *testing.T) {
 					t.Errorf("%s bandwidth %d, want the rung's %d", name, r.Bandwidth, wantRate[name])
 				}
 				wantPrefix := job.ID() + "/" + name + "/"
-				if r.Init != wantPrefix+"init.mp4" || r.Media != wantPrefix+"media.m4s" {
-					t.Errorf("%s objects %q %q, want deterministic names under %s", name, r.Init, r.Media, wantPrefix)
+				if r.Media != wantPrefix+"media.m4s" {
+					t.Errorf("%s object %q, want a deterministic name under %s", name, r.Media, wantPrefix)
 				}
-				init, frag := run.q.rendition(t, r.Init), run.q.rendition(t, r.Media)
+				init, frag := initOf(t, r), run.q.media(t, r)
 				if r.Bytes != len(frag) {
 					t.Errorf("%s: Bytes %d, fragment has %d", name, r.Bytes, len(frag))
 				}
@@ -222,7 +229,7 @@ func TestTranscodeDefaultLadder(t *testing.T) {
 			if a.Failed || a.Kind != "audio" || a.Codec != "mp4a.40.2" || a.Channels != 2 || a.Bandwidth <= 0 {
 				t.Errorf("audio: %+v", a)
 			}
-			init, frag := run.q.rendition(t, a.Init), run.q.rendition(t, a.Media)
+			init, frag := initOf(t, a), run.q.media(t, a)
 			p := ffprobe(t, "audio.mp4", init, frag)
 			if st := p.Streams[0]; st.CodecName != "aac" || st.Channels != 2 || st.TimeBase != "1/48000" {
 				t.Errorf("audio: ffprobe sees %+v", st)
@@ -260,12 +267,12 @@ func TestTranscodedChunksJoin(t *testing.T) {
 	s0, s1 := run.segs[0], run.segs[1]
 	for _, name := range []string{"source", "480p", "360p", "audio"} {
 		r0, r1 := rend(t, s0, name), rend(t, s1, name)
-		init0, init1 := run.q.rendition(t, r0.Init), run.q.rendition(t, r1.Init)
+		init0, init1 := initOf(t, r0), initOf(t, r1)
 		if !bytes.Equal(init0, init1) {
 			// The packager names a changed init anew and writes EXT-X-MAP each time.
 			t.Errorf("%s: init segments of consecutive chunks differ", name)
 		}
-		f0, f1 := run.q.rendition(t, r0.Media), run.q.rendition(t, r1.Media)
+		f0, f1 := run.q.media(t, r0), run.q.media(t, r1)
 		p := ffprobePackets(t, name+"-joined.mp4", init0, f0, f1)
 		n0, n1 := run.fx.chunks[0].VideoFrames, run.fx.chunks[1].VideoFrames
 		if name == "audio" {
@@ -465,7 +472,7 @@ func TestFailingFFmpegReportsFailedRungs(t *testing.T) {
 		if r.Failed || r.Bytes == 0 {
 			t.Errorf("%s: %+v, want it produced", name, r)
 		}
-		if len(q.rendition(t, r.Media)) != r.Bytes {
+		if len(q.media(t, r)) != r.Bytes {
 			t.Errorf("%s object does not match Bytes", name)
 		}
 	}
@@ -498,10 +505,10 @@ func TestRungOutputKeepsTheChunkTimeline(t *testing.T) {
 		if r.Start != src.Start || r.Duration != src.Duration {
 			t.Errorf("%s: start %d duration %d, source %d %d", name, r.Start, r.Duration, src.Start, src.Duration)
 		}
-		if got, want := tfdt(t, q.rendition(t, r.Media)), uint64(job.Start); got != want {
+		if got, want := tfdt(t, q.media(t, r)), uint64(job.Start); got != want {
 			t.Errorf("%s tfdt %d, want %d", name, got, want)
 		}
-		if !bytes.Equal(q.rendition(t, r.Media), q.rendition(t, src.Media)) {
+		if !bytes.Equal(q.media(t, r), q.media(t, src)) {
 			t.Errorf("%s: the same frames on the same timeline must make the same fragment", name)
 		}
 	}
