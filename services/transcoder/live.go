@@ -117,7 +117,7 @@ func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []la
 }
 
 // queueLive records exited as the stream's latest live encode here and returns the one before
-// it (closed if none runs).
+// it (closed if none runs); close forgets it.
 func (s *Service) queueLive(streamID string, exited chan struct{}) <-chan struct{} {
 	s.liveMu.Lock()
 	defer s.liveMu.Unlock()
@@ -127,19 +127,13 @@ func (s *Service) queueLive(streamID string, exited chan struct{}) <-chan struct
 	prev, ok := s.lastLive[streamID]
 	s.lastLive[streamID] = exited
 	if !ok {
-		prev = make(chan struct{})
-		close(prev)
+		return noTurn
 	}
-	go func() {
-		<-exited
-		s.liveMu.Lock()
-		if s.lastLive[streamID] == exited {
-			delete(s.lastLive, streamID)
-		}
-		s.liveMu.Unlock()
-	}()
 	return prev
 }
+
+// noTurn is the turn of a stream with no earlier live encode here: no wait.
+var noTurn = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // run starts ffmpeg once the stream's previous chunk's ffmpeg here has exited, feeds it what
 // has arrived, and waits for it.
@@ -228,6 +222,11 @@ func (e *liveEncode) finish(job *queue.Chunk) {
 // close reports the outcome once ffmpeg is gone and frees the chunk's slot and files.
 func (e *liveEncode) close(ok bool) {
 	<-e.exited
+	e.s.liveMu.Lock()
+	if e.s.lastLive[e.lc.Offer.StreamID] == e.exited {
+		delete(e.s.lastLive, e.lc.Offer.StreamID)
+	}
+	e.s.liveMu.Unlock()
 	e.cancel()
 	os.RemoveAll(e.job.OutDir)
 	e.lc.Done(ok)
