@@ -1,8 +1,42 @@
 # shellcheck shell=bash
 # Helpers shared by the benchmark scripts (sourced, not run). The caller defines log() and sets
-# FFMPEG, BENCH_CACHE and CLK_TCK. spine.sh and deployments/bench/roles.sh keep their own copies
-# for now; bench_input builds exactly their ffmpeg arguments, so the three scripts share one
-# input cache.
+# FFMPEG, BENCH_CACHE, CLK_TCK, WORK and OUT. deployments/bench/roles.sh keeps its own copies
+# for now; bench_input builds exactly its ffmpeg arguments, so the scripts share one input
+# cache.
+
+# find_minio: the MinIO binary ($MINIO, on PATH, or in GOBIN).
+find_minio() {
+  if [ -n "${MINIO:-}" ]; then echo "$MINIO"; return; fi
+  if command -v minio >/dev/null; then command -v minio; return; fi
+  local gobin; gobin=$(go env GOBIN); [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+  if [ -x "$gobin/minio" ]; then echo "$gobin/minio"; return; fi
+  log "no minio binary (scripts/deps.sh --with-minio, or go tool task deps:test, installs it)"; exit 1
+}
+
+# stop_at_exit: from here on, every process in PIDS is stopped (stop_tree, newest first) when the
+# script exits or is interrupted, and the work dir is removed (but OUT, if it is inside it;
+# KEEP=1 keeps everything).
+stop_at_exit() {
+  PIDS=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+  local rc=$? i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
+  if [ "${KEEP:-0}" != 1 ]; then
+    case "$OUT" in
+      "$WORK"/*) find "$WORK" -mindepth 1 -maxdepth 1 ! -path "$OUT" -exec rm -rf {} + ;;
+      *) rm -rf "$WORK" ;;
+    esac
+  fi
+  exit $rc
+}
+
+# cpu_ticks PID: utime stime cutime cstime of a running process, in clock ticks ("comm" may hold
+# spaces, so fields are counted after its closing parenthesis).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13, $14, $15}'; }
 
 # bench_input STEM HEIGHT BITRATE SECONDS: path of a cached FLV of SECONDS s, HEIGHTp (16:9) at
 # 30 fps, H.264 High with 2 s GOPs, B-frames and BITRATE (e.g. 6M) video, AAC 128k 48 kHz stereo,

@@ -82,20 +82,7 @@ NICE=()
 log() { printf 'reference: %s\n' "$*" >&2; }
 
 # --- everything started here is stopped at exit --------------------------------------------------
-PIDS=()
-cleanup() {
-  local rc=$? i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
-  if [ "${KEEP:-0}" != 1 ]; then
-    case "$OUT" in
-      "$WORK"/*) find "$WORK" -mindepth 1 -maxdepth 1 ! -path "$OUT" -exec rm -rf {} + ;;
-      *) rm -rf "$WORK" ;;
-    esac
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_at_exit
 
 
 # --- 1. nginx-rtmp, loadgen ----------------------------------------------------------------------

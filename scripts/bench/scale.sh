@@ -82,14 +82,6 @@ ROLES=(nats api ingest transcoder packager)
 
 log() { printf 'scale: %s\n' "$*" >&2; }
 
-find_minio() {
-  if [ -n "${MINIO:-}" ]; then echo "$MINIO"; return; fi
-  if command -v minio >/dev/null; then command -v minio; return; fi
-  local gobin; gobin=$(go env GOBIN); [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
-  if [ -x "$gobin/minio" ]; then echo "$gobin/minio"; return; fi
-  log "no minio binary (scripts/deps.sh --with-minio, or go tool task deps:test, installs it)"; exit 1
-}
-
 for tool in "$FFMPEG" "$FFPROBE" jq curl column; do
   command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
@@ -98,20 +90,7 @@ MINIO_BIN=$(find_minio)
 mkdir -p "$OUT" "$BENCH_CACHE" "$WORK/bin"
 
 # --- everything started here is stopped at exit --------------------------------------------------
-PIDS=()
-cleanup() {
-  local rc=$? i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
-  if [ "${KEEP:-0}" != 1 ]; then
-    case "$OUT" in
-      "$WORK"/*) find "$WORK" -mindepth 1 -maxdepth 1 ! -path "$OUT" -exec rm -rf {} + ;;
-      *) rm -rf "$WORK" ;;
-    esac
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_at_exit
 
 
 

@@ -56,14 +56,9 @@ TIME=/usr/bin/time
 NICE=()
 if [ -n "${BENCH_NICE:-}" ]; then NICE=(nice -n "$BENCH_NICE"); : "${QUIET_MAX:=0}"; fi
 CLK_TCK=$(getconf CLK_TCK)
-
-find_minio() {
-  if [ -n "${MINIO:-}" ]; then echo "$MINIO"; return; fi
-  if command -v minio >/dev/null; then command -v minio; return; fi
-  local gobin; gobin=$(go env GOBIN); [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
-  if [ -x "$gobin/minio" ]; then echo "$gobin/minio"; return; fi
-  echo "spine: no minio binary (scripts/deps.sh --with-minio installs it)" >&2; exit 1
-}
+log() { printf 'spine: %s\n' "$*" >&2; }
+# shellcheck source=scripts/bench/lib.sh
+. scripts/bench/lib.sh
 
 for tool in "$FFMPEG" "$FFPROBE" jq curl; do
   command -v "$tool" >/dev/null || { echo "spine: $tool is required" >&2; exit 1; }
@@ -73,81 +68,7 @@ MINIO_BIN=$(find_minio)
 mkdir -p "$OUT" "$BENCH_CACHE"
 
 # --- everything started here is stopped at exit --------------------------------------------
-PIDS=()
-stop_pid() { # stop_pid PID: SIGTERM (its ffmpeg children first, they run in their own groups), then SIGKILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -TERM -- "-$c" 2>/dev/null || kill -TERM "$c" 2>/dev/null || true; done
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$? i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
-  if [ "${KEEP:-0}" != 1 ]; then
-    case "$OUT" in
-      "$WORK"/*) find "$WORK" -mindepth 1 -maxdepth 1 ! -path "$OUT" -exec rm -rf {} + ;;
-      *) rm -rf "$WORK" ;;
-    esac
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf 'spine: %s\n' "$*" >&2; }
-
-# supervise CMD...: runs a long command in the background and waits for it, so a signal to this
-# script is handled at once (bash defers traps until a foreground command ends) and the
-# command is stopped with everything else.
-supervise() {
-  "$@" &
-  local pid=$! rc=0
-  PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  unset 'PIDS[${#PIDS[@]}-1]'
-  return $rc
-}
-
-wait_http() { # wait_http URL SECONDS
-  local i
-  for i in $(seq $(($2 * 10))); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "spine: $1 not ready after $2 s" >&2; return 1
-}
-
-# cpu_ticks PID: utime stime cutime cstime of a running process, in clock ticks ("comm" may hold
-# spaces, so fields are counted after its closing parenthesis).
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13, $14, $15}'; }
-# busy_ticks: CPU ticks the whole machine spent busy (user nice system irq softirq steal), so
-# the CPU other processes took during a measurement can be reported next to it.
-busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-
-# quiet_wait: before a measurement, wait (up to QUIET_MAX seconds, default 600) until the machine
-# was less than QUIET_CORES (default 0.2) cores busy over 5 s, so other work (builds, tests)
-# does not distort wall-clock latency. Proceeds with a warning if it never gets quiet; each
-# figure is printed with the CPU others took meanwhile anyway.
-quiet_wait() {
-  local max=${QUIET_MAX:-600} limit=${QUIET_CORES:-0.2} waited=0 b0 b1 cores
-  while :; do
-    b0=$(busy_ticks); sleep 5; b1=$(busy_ticks)
-    cores=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN {printf "%.2f", d / t / 5}')
-    if awk -v c="$cores" -v l="$limit" 'BEGIN {exit !(c < l)}'; then
-      [ $waited -eq 0 ] || log "machine quiet after ${waited} s (${cores} cores busy)"
-      return 0
-    fi
-    if [ $waited -ge "$max" ]; then
-      log "WARNING: machine still ${cores} cores busy after ${waited} s; measuring anyway"
-      return 0
-    fi
-    [ $waited -gt 0 ] || log "waiting for the machine to be quiet (${cores} cores busy; QUIET_MAX=${max} s)"
-    waited=$((waited + 5))
-  done
-}
+stop_at_exit
 
 # --- 1. build --------------------------------------------------------------------------------
 mkdir -p "$WORK/bin"
@@ -168,20 +89,8 @@ GOPCAST=$WORK/bin/gopcast
 LOADGEN=$WORK/bin/loadgen
 
 # --- 2. input (cached) -------------------------------------------------------------------------
-GEN_ARGS=(-hide_banner -loglevel error -nostdin -y
-  -f lavfi -i "testsrc2=size=1920x1080:rate=30"
-  -f lavfi -i "sine=frequency=440:sample_rate=48000"
-  -t "$SECONDS_MEDIA"
-  -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p
-  -b:v 6M -maxrate 6M -bufsize 12M -g 60 -keyint_min 60 -sc_threshold 0 -bf 2
-  -c:a aac -b:a 128k -ar 48000 -ac 2)
-KEY=$(printf '%s\n' "$("$FFMPEG" -version | head -1)" "${GEN_ARGS[@]}" | sha256sum | cut -c1-12)
-INPUT=$BENCH_CACHE/spine-1080p30-high-6M-aac-${SECONDS_MEDIA}s-$KEY.flv
+INPUT=$(bench_input spine-1080p30-high-6M-aac 1080 6M "$SECONDS_MEDIA")
 INPUT_TS=${INPUT%.flv}.ts
-if [ ! -s "$INPUT" ]; then
-  log "generating $INPUT (once; cached)"
-  supervise "$FFMPEG" "${GEN_ARGS[@]}" -f flv "$INPUT.tmp" && mv "$INPUT.tmp" "$INPUT"
-fi
 if [ ! -s "$INPUT_TS" ]; then
   "$FFMPEG" -hide_banner -loglevel error -nostdin -y -i "$INPUT" -c copy -f mpegts "$INPUT_TS.tmp" && mv "$INPUT_TS.tmp" "$INPUT_TS"
 fi
@@ -251,7 +160,7 @@ run_gopcast_once() {
   local busy_after; busy_after=$(busy_ticks)
   cat "$OUT/$name.loadgen.txt" >&2
   [ $rc -eq 0 ] || { log "$name: loadgen failed ($rc):"; cat "$OUT/$name.loadgen.err" >&2; }
-  stop_pid "$gpid"
+  stop_tree "$gpid"
   local storage=local; [ -z "${MINIO_PID:-}" ] || storage=s3
   jq -n --arg name "$name" --argjson tck "$CLK_TCK" --arg profile "$profile" --arg storage "$storage" \
     --arg conc "${TRANSCODER_CONCURRENCY:-default (half the CPUs)}" \
@@ -325,7 +234,7 @@ if [ "$S3" = 1 ]; then
     # The same pipeline without encoding: the share of the delay that is not ffmpeg's.
     PUBLIC_BASE=$S3_ENDPOINT/$S3_BUCKET run_gopcast s3-passthrough passthrough "${S3_FLAGS[@]}"
   fi
-  stop_pid "$MINIO_PID"
+  stop_tree "$MINIO_PID"
   MINIO_PID=
 fi
 
