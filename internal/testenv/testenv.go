@@ -8,21 +8,74 @@
 package testenv
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. Prefer binding port 0
-// directly; use this only for programs that must be told their port.
+// directly; use this only for programs that must be told their port (and may be restarted on
+// it).
+//
+// The port is chosen below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where
+// neither outgoing connections nor listeners on port 0 ever land, so only another FreePort
+// caller could take it before the program binds it; a process never hands out a port twice,
+// and test binaries running side by side draw at random from some 20 000 ports. A port from the
+// ephemeral range, as before, was lost now and then to an outgoing connection of a parallel
+// test (a packager's HTTP port taken by some client's socket).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := portsBelowEphemeral()
+	for range 200 {
+		port := lo + rand.IntN(hi-lo)
+		portsMu.Lock()
+		taken := portsGiven[port]
+		portsMu.Unlock()
+		if taken {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("testenv: find a free port: %v", err)
+		}
+		portsMu.Lock()
+		portsGiven[port] = true
+		portsMu.Unlock()
+		return port
+	}
+	t.Fatalf("testenv: no free port in %d-%d after 200 tries", lo, hi)
+	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// portsBelowEphemeral returns the range [lo, hi) FreePort draws from: from 10000 up to the
+// start of the ephemeral range, or 20000-30000 if that range cannot be read or leaves too
+// little room below it.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 10000, 30000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		t.Fatalf("testenv: find a free port: %v", err)
+		return lo, hi
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatalf("testenv: find a free port: %v", err)
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
 	}
-	return port
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start-lo < 5000 {
+		return lo, hi
+	}
+	return lo, start
 }

@@ -18,25 +18,39 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// FreePort's port was free when it returned; another process (parallel test binaries start
-// servers too) can take it before the caller binds it, which is why callers retry. So a port
-// that cannot be bound at once is tolerated, but not three in a row.
+// FreePort's port was free when it returned, lies outside the kernel's ephemeral range (where
+// outgoing connections would take it) and is never handed out twice. Another FreePort caller
+// in a parallel test binary could still take it first, which is why a port that cannot be
+// bound at once is tolerated, but not three in a row.
 func TestFreePort(t *testing.T) {
 	t.Parallel()
+	lo, hi := portsBelowEphemeral()
+	seen := map[int]bool{}
 	var errs []error
 	for range 3 {
 		port := FreePort(t)
-		if port <= 0 || port > 65535 {
-			t.Fatalf("FreePort = %d", port)
+		if port < lo || port >= hi {
+			t.Fatalf("FreePort = %d, outside [%d, %d)", port, lo, hi)
 		}
+		if seen[port] {
+			t.Fatalf("FreePort handed out %d twice", port)
+		}
+		seen[port] = true
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		errs = append(errs, err)
+		l.Close()
 	}
-	t.Fatalf("three ports from FreePort were all taken: %v", errs)
+	if len(errs) == 3 {
+		t.Fatalf("three ports from FreePort were all taken: %v", errs)
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 && f[0] != strconv.Itoa(hi) && hi != 30000 {
+			t.Fatalf("range [%d, %d) does not end where the ephemeral range %q starts", lo, hi, b)
+		}
+	}
 }
 
 func TestTailBuffer(t *testing.T) {
