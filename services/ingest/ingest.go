@@ -275,7 +275,12 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		}
 	}()
 
-	r := &gortmplib.Reader{Conn: sc}
+	// The Reader accepts the publish itself only when handed the ServerConn, not a wrapper.
+	if err := sc.AcceptAction(); err != nil {
+		return fmt.Errorf("accepting the publish: %w", err)
+	}
+	ac := &announcedConn{Conn: sc}
+	r := &gortmplib.Reader{Conn: ac}
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("reading tracks: %w", err)
 	}
@@ -330,7 +335,8 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 	if err != nil {
 		return err
 	}
-	log.Info("publish started", "video", vp.Codec, "width", vp.Width, "height", vp.Height, "audio", ap != nil)
+	log.Info("publish started", "video", vp.Codec, "width", vp.Width, "height", vp.Height, "audio", ap != nil,
+		"tracks_from_metadata", ac.endedEarly)
 	base := streams.Health{VideoCodec: vp.Codec, Width: vp.Width, Height: vp.Height}
 	if ap != nil {
 		base.AudioCodec = ap.Codec
