@@ -145,7 +145,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if cfg.runs("transcoder") {
 		svc := transcoder.New(transcoder.Config{Concurrency: cfg.TranscoderConcurrency, DefaultProfile: cfg.Profile,
-			FFmpeg: cfg.FFmpeg, Live: cfg.LiveChunks}, a.log.With("role", "transcoder"), q)
+			FFmpeg: cfg.FFmpeg, Live: cfg.LiveChunks, Threads: cfg.X264Threads}, a.log.With("role", "transcoder"), q)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gopcast_transcoder_busy_slots", Help: "Chunks being transcoded now."},
 			func() float64 { b, _, _ := svc.Stats(); return float64(b) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_chunks_total", Help: "Chunks transcoded."},

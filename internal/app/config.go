@@ -45,6 +45,7 @@ type Config struct {
 	ChunkDuration         time.Duration
 	TranscoderConcurrency int
 	LiveChunks            bool
+	X264Threads           int
 	Window                int
 	LogFormat             string
 	LogLevel              string
@@ -84,6 +85,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
 	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")
+	fs.IntVar(&c.X264Threads, "x264-threads", 0, "x264 threads per rendition (transcoder; 0: x264 decides from the CPU count)")
 	fs.BoolVar(&c.LiveChunks, "live-chunks", true, "stream each chunk to a transcoder while it is published, so the ladder is encoded as it arrives (ingest and transcoder; false: a chunk is encoded once complete)")
 	fs.IntVar(&c.Window, "hls-window", 6, "segments in a live playlist")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
@@ -177,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ChunkDuration < 500*time.Millisecond || c.ChunkDuration > 30*time.Second {
 		bad("chunk-duration", "must be between 500ms and 30s")
+	}
+	if c.X264Threads < 0 || c.X264Threads > 64 {
+		bad("x264-threads", "must be between 0 (x264 decides) and 64")
 	}
 	if c.Window < 3 || c.Window > 1000 {
 		bad("hls-window", "must be between 3 and 1000")

@@ -59,6 +59,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"all", []string{"--s3-endpoint", "http://127.0.0.1:9000"}, nil, "--s3-bucket"},
 		{"all", []string{"--s3-endpoint", "http://h:9000", "--s3-bucket", "b", "--s3-access-key", "k"}, nil, "--s3-access-key"},
 		{"all", []string{"--chunk-duration", "100ms"}, nil, "--chunk-duration"},
+		{"all", []string{"--x264-threads", "-1"}, nil, "--x264-threads"},
 		{"all", []string{"--nats-url", "::nonsense"}, nil, "--nats-url"},
 		{"all", []string{"--public-base-url", "cdn.example.com"}, nil, "--public-base-url"},
 		{"all", []string{"--log-format", "xml"}, nil, "--log-format"},
