@@ -145,13 +145,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if cfg.runs("transcoder") {
 		svc := transcoder.New(transcoder.Config{Concurrency: cfg.TranscoderConcurrency, DefaultProfile: cfg.Profile,
-			FFmpeg: cfg.FFmpeg, Live: cfg.LiveChunks, Threads: cfg.X264Threads}, a.log.With("role", "transcoder"), q)
+			FFmpeg: cfg.FFmpeg, Live: cfg.LiveChunks, Threads: cfg.X264Threads, Chains: cfg.EncoderChains}, a.log.With("role", "transcoder"), q)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gopcast_transcoder_busy_slots", Help: "Chunks being transcoded now."},
 			func() float64 { b, _, _ := svc.Stats(); return float64(b) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_chunks_total", Help: "Chunks transcoded."},
 			func() float64 { _, d, _ := svc.Stats(); return float64(d) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_live_chunks_total", Help: "Chunks transcoded live (while they were published)."},
 			func() float64 { return float64(svc.LiveDone()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_encoder_chains_total", Help: "ffmpeg processes started to encode a stream's consecutive live chunks."},
+			func() float64 { return float64(svc.ChainsStarted()) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_failed_chunks_total", Help: "Chunks given up as gaps."},
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
 		g.Go(func() error { return svc.Run(gctx) })

@@ -62,6 +62,9 @@ type LiveOffer struct {
 	Video     *VideoParams `json:"video,omitempty"`
 	// Bitrate is the stream's bits/s over its previous chunk (0: unknown), for rung selection.
 	Bitrate int `json:"bitrate,omitempty"`
+	// Start is the chunk's start on the session timeline, as Chunk.Start (0: not said), so a
+	// transcoder can put consecutive chunks on one clock.
+	Start int64 `json:"start,omitempty"`
 	// Parts is the subject the chunk's bytes are sent on.
 	Parts string `json:"parts"`
 }

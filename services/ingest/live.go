@@ -57,7 +57,7 @@ func (l *liveChunks) update(open []chunker.Partial) {
 			lc = &liveChunk{ready: make(chan struct{})}
 			l.open[p.Seq] = lc
 			o := l.offer
-			o.Seq, o.Bitrate = p.Seq, l.bitrate
+			o.Seq, o.Bitrate, o.Start = p.Seq, l.bitrate, p.Start
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()

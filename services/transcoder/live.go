@@ -79,6 +79,10 @@ type liveEncode struct {
 	exited  chan struct{}   // closed when ffmpeg has exited; runErr is then set
 	runErr  error
 	release func()
+	// chain and mem are set when the chunk is encoded by a stream's chain (see chain) rather
+	// than by an ffmpeg of its own.
+	chain *chain
+	mem   *member
 
 	mu     sync.Mutex
 	data   bytes.Buffer
@@ -107,13 +111,65 @@ func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []la
 	if o.Bitrate > 0 {
 		e.data.Grow(o.Bitrate / 8 * 5 / 2) // about a 2 s chunk and a little more
 	}
-	e.after = s.queueLive(o.StreamID, e.exited)
 	s.live.Add(1)
 	s.busy.Add(1)
+	if s.cfg.Chains && chainable(o) {
+		err := s.joinChain(e, o, rungs, fps)
+		if err == nil {
+			return e, nil
+		}
+		e.log.Warn("live chunk: could not start an encoder chain; encoding it alone", "err", err)
+	}
+	e.after = s.queueLive(o.StreamID, e.exited)
 	// ffmpeg starts beside the offer's answer, which must not wait for a fork and exec on a
 	// loaded machine; the bytes that arrive meanwhile are kept and fed once it runs.
 	go e.run(ectx)
 	return e, nil
+}
+
+// joinChain makes e a member of its stream's chain on this worker: the running one if it can
+// take the chunk, else a new one. A chain that cannot take the chunk is left to close itself
+// (its last chunk ends it, or the wait for a next one).
+func (s *Service) joinChain(e *liveEncode, o *queue.LiveOffer, rungs []ladder.Rung, fps float64) error {
+	key := chainKey(o)
+	s.liveMu.Lock()
+	c := s.chains[key]
+	s.liveMu.Unlock()
+	if c != nil {
+		if m := c.join(o.Seq, o.Start, rungs); m != nil {
+			e.chain, e.mem = c, m
+			close(e.exited)
+			return nil
+		}
+	}
+	c, err := s.newChain(key, rungs, e.job, o.Start, fps)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	m := c.add(o.Seq, o.Start)
+	c.mu.Unlock()
+	s.liveMu.Lock()
+	if s.chains == nil {
+		s.chains = make(map[string]*chain)
+	}
+	s.chains[key] = c
+	s.liveMu.Unlock()
+	s.chainsStarted.Add(1)
+	go func() {
+		<-c.exited
+		s.liveMu.Lock()
+		if s.chains[key] == c {
+			delete(s.chains, key)
+		}
+		s.liveMu.Unlock()
+		if c.runErr != nil {
+			s.log.Warn("encoder chain ended with an error", "chain", key, "err", c.runErr)
+		}
+	}()
+	e.chain, e.mem = c, m
+	close(e.exited)
+	return nil
 }
 
 // queueLive records exited as the stream's latest live encode here and returns the one before
@@ -176,6 +232,10 @@ func (e *liveEncode) Part(p []byte) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.data.Write(p)
+	if e.chain != nil {
+		e.chain.part(e.mem, p)
+		return
+	}
 	if e.stdin != nil && e.wErr == nil {
 		_, e.wErr = e.stdin.Write(p)
 	}
@@ -190,6 +250,9 @@ func (e *liveEncode) End(job *queue.Chunk, err error) {
 		_ = e.stdin.Close()
 	}
 	e.mu.Unlock()
+	if e.chain != nil {
+		e.chain.end(e.mem, job != nil && job.Last, err)
+	}
 	if err != nil {
 		e.log.Info("live chunk given up; its job will be encoded", "err", err)
 		e.cancel()
@@ -235,13 +298,28 @@ func (e *liveEncode) close(ok bool) {
 	e.s.live.Done()
 }
 
-// outputs waits for the encode and returns it if it covers rungs; an error says why the
-// chunk must be encoded again instead.
-func (e *liveEncode) outputs(rungs []ladder.Rung) (ladder.Job, error) {
+// outputs waits for the encode and returns it if it covers rungs with framesIn frames each;
+// an error says why the chunk must be encoded again instead.
+func (e *liveEncode) outputs(ctx context.Context, rungs []ladder.Rung, framesIn int) (ladder.Job, error) {
 	for _, r := range rungs {
 		if !slices.Contains(e.rungs, r) {
 			return ladder.Job{}, fmt.Errorf("rung %s was not encoded live (the ladder chosen at the chunk's start differs)", r.Name)
 		}
+	}
+	if e.chain != nil {
+		pieces, frames, err := e.mem.wait(ctx)
+		if err != nil {
+			return ladder.Job{}, fmt.Errorf("encoder chain: %w", err)
+		}
+		for i, r := range e.chain.rungs {
+			if frames[i] != framesIn {
+				return ladder.Job{}, fmt.Errorf("encoder chain: rung %s has %d frames for %d in", r.Name, frames[i], framesIn)
+			}
+			if err := os.WriteFile(e.job.Output(r), pieces[i], 0o600); err != nil {
+				return ladder.Job{}, err
+			}
+		}
+		return e.job, nil
 	}
 	<-e.exited
 	e.mu.Lock()

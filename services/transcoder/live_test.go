@@ -246,3 +246,160 @@ rm -f "$tmp"; echo end >> '`+order+`'`)
 		t.Errorf("%d segments published", len(q.published))
 	}
 }
+
+// takeChained takes a fixture chunk for a worker with encoder chains, offered as the ingest
+// offers it: with its start, and the bitrate the rungs are chosen from.
+func takeChained(t *testing.T, svc *Service, slots chan struct{}, job queue.Chunk, bitrate int) (*queue.LiveChunk, *liveEncode) {
+	t.Helper()
+	o := offerFor(job, bitrate)
+	o.Start = job.Start
+	lc := &queue.LiveChunk{Offer: o}
+	e := svc.takeLive(lc, slots)
+	if e == nil {
+		t.Fatalf("chunk %d not taken", job.Seq)
+	}
+	return lc, e
+}
+
+func feed(e *liveEncode, data []byte) {
+	for n := 0; n < len(data); n += 7 * 188 {
+		e.Part(data[n:min(n+7*188, len(data))])
+	}
+}
+
+// With encoder chains one ffmpeg encodes a stream's consecutive live chunks, and each chunk's
+// segment is the one its own ffmpeg would have made: the same renditions and timeline, every
+// frame of every rung decoding, the chunks joining without a gap. The chunk cut from the
+// output at the next chunk's keyframe and the one that ends it (the session's last, or the
+// last for a while: the wait for a next one closes the input) both come out whole.
+func TestChainedLiveChunksMakeTheJobsSegments(t *testing.T) {
+	t.Parallel()
+	run := runLadder(t)
+	fx := run.fx
+	ffmpeg, _ := testenv.FFmpeg(t)
+	for _, tc := range []struct {
+		name string
+		last bool // the second chunk is the session's last (else the input closes after chainFlush)
+	}{{"last chunk", true}, {"no next chunk", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, calls := fakeFFmpeg(t, "exec '"+ffmpeg+"' \"$@\"")
+			q := newFakeQueue()
+			svc := newService(t, Config{FFmpeg: bin, Chains: true}, q)
+			slots := make(chan struct{}, 3)
+			var lcs []*queue.LiveChunk
+			for i, c := range fx.chunks {
+				job := fx.jobs[i]
+				if !tc.last {
+					job.Last = false
+				}
+				lc, e := takeChained(t, svc, slots, job, 2_500_000)
+				lcs = append(lcs, lc)
+				feed(e, c.Data)
+				e.End(&job, nil)
+			}
+			for i, lc := range lcs {
+				waitLive(t, lc)
+				if st := lc.State(); st != queue.LiveDone {
+					t.Fatalf("chunk %d: live state %q, want done", i, st)
+				}
+			}
+			svc.live.Wait()
+			emptyDir(t, svc.cfg.TempDir)
+			if n := callCount(t, calls); n != 1 {
+				t.Errorf("ffmpeg ran %d times for %d chained chunks, want 1", n, len(fx.chunks))
+			}
+			if n := svc.ChainsStarted(); n != 1 {
+				t.Errorf("%d chains started, want 1", n)
+			}
+			if len(q.published) != len(run.segs) {
+				t.Fatalf("%d segments published, want %d", len(q.published), len(run.segs))
+			}
+			for i, seg := range q.published {
+				want := run.segs[i]
+				if strings.Join(names(&seg), ",") != strings.Join(names(want), ",") || seg.Start != want.Start || seg.Duration != want.Duration {
+					t.Fatalf("chunk %d: chained segment %v (start %d duration %d), job's %v (start %d duration %d)",
+						i, names(&seg), seg.Start, seg.Duration, names(want), want.Start, want.Duration)
+				}
+				for _, r := range seg.Renditions {
+					w := rend(t, want, r.Name)
+					if r.Failed || r.Start != w.Start || r.Duration != w.Duration || r.Width != w.Width || r.Height != w.Height ||
+						r.FPS != w.FPS || r.Codec != w.Codec {
+						t.Errorf("chunk %d %s: chained %+v, job %+v", i, r.Name, r, w)
+					}
+					if r.Kind != "video" || r.Name == "source" {
+						continue
+					}
+					p := ffprobe(t, r.Name+".mp4", initOf(t, r), q.media(t, r))
+					if len(p.Packets) != fx.chunks[i].VideoFrames {
+						t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
+					}
+					if len(p.Packets) > 0 && !strings.HasPrefix(p.Packets[0].Flags, "K") {
+						t.Errorf("chunk %d %s: first frame is not a keyframe (%+v)", i, r.Name, p.Packets[0])
+					}
+				}
+			}
+			for _, name := range []string{"480p", "360p"} {
+				r0, r1 := rend(t, &q.published[0], name), rend(t, &q.published[1], name)
+				if r1.Start-r0.Start != q.published[0].Duration {
+					t.Errorf("%s: chunk 1 starts %d after chunk 0, which lasts %d", name, r1.Start-r0.Start, q.published[0].Duration)
+				}
+			}
+		})
+	}
+}
+
+// A chunk given up mid-way ends its chain: it reports failed (its job is encoded), while the
+// chunk before it, already in the encoder, still comes out whole. The next chunk starts a new
+// chain.
+func TestChainGivenUpMidChunk(t *testing.T) {
+	t.Parallel()
+	fx := sourceFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	bin, calls := fakeFFmpeg(t, "exec '"+ffmpeg+"' \"$@\"")
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin, Chains: true}, q)
+	slots := make(chan struct{}, 3)
+	job0, job1 := fx.jobs[0], fx.jobs[1]
+	lc0, e0 := takeChained(t, svc, slots, job0, 2_500_000)
+	feed(e0, fx.chunks[0].Data)
+	e0.End(&job0, nil)
+	lc1, e1 := takeChained(t, svc, slots, job1, 2_500_000)
+	feed(e1, fx.chunks[1].Data[:len(fx.chunks[1].Data)/2/188*188])
+	e1.End(nil, errors.New("live chunk: part 9 where 8 was due"))
+	waitLive(t, lc0)
+	waitLive(t, lc1)
+	if st := lc0.State(); st != queue.LiveDone {
+		t.Errorf("chunk 0: %q, want done", st)
+	}
+	if st := lc1.State(); st != queue.LiveFailed {
+		t.Errorf("chunk 1: %q, want failed", st)
+	}
+	if len(q.published) != 1 || q.published[0].Seq != 0 {
+		t.Fatalf("published %d segments, want chunk 0's", len(q.published))
+	}
+	for _, r := range q.published[0].Renditions {
+		if r.Failed {
+			t.Errorf("chunk 0 %s failed: %s", r.Name, r.Error)
+		}
+	}
+	// The chunk's job is then encoded, here by a new chain for its retake.
+	lc2, e2 := takeChained(t, svc, slots, job1, 2_500_000)
+	feed(e2, fx.chunks[1].Data)
+	e2.End(&job1, nil)
+	waitLive(t, lc2)
+	if st := lc2.State(); st != queue.LiveDone {
+		t.Errorf("chunk 1 again: %q, want done", st)
+	}
+	svc.live.Wait()
+	if n := svc.ChainsStarted(); n != 2 {
+		t.Errorf("%d chains started, want 2", n)
+	}
+	// Two chains and nothing else: chunk 0 was not encoded again.
+	if n := callCount(t, calls); n != 2 {
+		t.Errorf("ffmpeg ran %d times, want 2", n)
+	}
+	if len(slots) != 0 {
+		t.Error("slots not freed")
+	}
+	emptyDir(t, svc.cfg.TempDir)
+}

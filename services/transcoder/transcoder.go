@@ -38,6 +38,8 @@ type Config struct {
 	Attempts int
 	// Threads caps x264 threads per rung (0: ffmpeg decides).
 	Threads int
+	// Chains keeps one ffmpeg per stream across its consecutive live chunks (see chain).
+	Chains bool
 	// JobTimeout bounds one chunk's whole encode.
 	JobTimeout time.Duration
 	// Live takes chunks while they are being published (when the Queue is a LiveQueue), up
@@ -85,10 +87,13 @@ type Service struct {
 	live     sync.WaitGroup
 	liveMu   sync.Mutex
 	lastLive map[string]chan struct{} // by stream: its latest live encode's exit
-	busy     atomic.Int64
-	done     atomic.Int64
-	liveDone atomic.Int64
-	failures atomic.Int64
+	chains   map[string]*chain        // by stream/session: its encoder chain here
+
+	chainsStarted atomic.Int64
+	busy          atomic.Int64
+	done          atomic.Int64
+	liveDone      atomic.Int64
+	failures      atomic.Int64
 }
 
 // New returns a worker.
@@ -124,6 +129,10 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Stats() (busy, done, failures int64) {
 	return s.busy.Load(), s.done.Load() + s.liveDone.Load(), s.failures.Load()
 }
+
+// ChainsStarted is how many encoder chains (ffmpeg processes for a stream's consecutive live
+// chunks) were started.
+func (s *Service) ChainsStarted() int64 { return s.chainsStarted.Load() }
 
 // LiveDone is how many chunks were done live (encoded while they were published).
 func (s *Service) LiveDone() int64 { return s.liveDone.Load() }
@@ -368,7 +377,7 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 // reported as failed renditions, never dropped silently.
 func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger, live *liveEncode) []queue.Rendition {
 	if live != nil {
-		job, err := live.outputs(rungs)
+		job, err := live.outputs(ctx, rungs, len(dem.Video))
 		if err == nil {
 			return s.rungRenditions(ctx, job, rungs, c, len(dem.Video), seq, prefix, log)
 		}

@@ -95,6 +95,11 @@ type Job struct {
 	// first half second: by default ffmpeg probes up to 5 MB or 5 s, a whole 1080p chunk,
 	// before it encodes anything.
 	Stream bool
+	// Chain encodes chunk after chunk of one stream read from stdin (with Stream) on one
+	// timeline: rung i is written to file descriptor 3+i (OutDir is unused), and a keyframe
+	// is forced wherever the source has one, so each chunk's frames begin with their own IDR
+	// and can be cut apart again.
+	Chain bool
 }
 
 // Output is the path ffmpeg writes rung r to.
@@ -139,7 +144,13 @@ func (j Job) Args() []string {
 		if j.Threads > 0 {
 			kw["threads"] = strconv.Itoa(j.Threads)
 		}
-		outs = append(outs, in.Video().Output(j.Output(r), kw))
+		out := j.Output(r)
+		if j.Chain {
+			out = "pipe:" + strconv.Itoa(3+len(outs))
+			kw["force_key_frames"] = "source"
+			kw["forced-idr"] = "1"
+		}
+		outs = append(outs, in.Video().Output(out, kw))
 	}
 	args := ffmpeg.MergeOutputs(outs...).GetArgs()
 	return slices.Concat([]string{"-hide_banner", "-nostdin", "-loglevel", "error", "-y"}, args)

@@ -85,13 +85,14 @@ func (c *Cutter) index() error {
 }
 
 // Cut returns the bytes before the first video PES with a PTS of t or later, behind the PAT
-// and PMT, and keeps the rest; ok is false (and nothing is cut) while no such PES has come.
-func (c *Cutter) Cut(t int64) (piece []byte, ok bool) {
+// and PMT, and the number of video PES packets (frames) among them, and keeps the rest; ok is
+// false (and nothing is cut) while no such PES has come.
+func (c *Cutter) Cut(t int64) (piece []byte, frames int, ok bool) {
 	for i, s := range c.starts {
 		if s.pts < t {
 			continue
 		}
-		piece = c.piece(c.buf[:s.off])
+		piece, frames = c.piece(c.buf[:s.off]), i
 		c.buf = append(c.buf[:0:0], c.buf[s.off:]...)
 		c.scan -= s.off
 		c.starts = c.starts[i:]
@@ -99,20 +100,21 @@ func (c *Cutter) Cut(t int64) (piece []byte, ok bool) {
 			c.starts[j].off -= s.off
 		}
 		c.starts = append([]start(nil), c.starts...)
-		return piece, true
+		return piece, frames, true
 	}
-	return nil, false
+	return nil, 0, false
 }
 
-// Rest returns everything not cut yet (behind the PAT and PMT; nil if there is nothing) and
-// the number of bytes of a trailing partial packet, which are dropped.
-func (c *Cutter) Rest() (piece []byte, partial int) {
-	partial = len(c.rest)
+// Rest returns everything not cut yet (behind the PAT and PMT; nil if there is nothing), the
+// number of video PES packets in it, and the number of bytes of a trailing partial packet,
+// which are dropped.
+func (c *Cutter) Rest() (piece []byte, frames, partial int) {
+	partial, frames = len(c.rest), len(c.starts)
 	if len(c.buf) > 0 {
 		piece = c.piece(c.buf)
 	}
 	c.buf, c.rest, c.starts, c.scan = nil, nil, nil, 0
-	return piece, partial
+	return piece, frames, partial
 }
 
 func (c *Cutter) piece(b []byte) []byte {

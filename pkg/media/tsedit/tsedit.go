@@ -35,7 +35,17 @@ type Shifter struct {
 
 	cc   map[uint16]uint8 // next continuity counter per PID (Renumber)
 	rest []byte
+	// video is the shifted PTS of the first video PES (stream id 0xe0-0xef) since
+	// WatchVideo, or -1.
+	video int64
 }
+
+// WatchVideo makes FirstVideoPTS report the first video PES passed after this call.
+func (s *Shifter) WatchVideo() { s.video = -1 }
+
+// FirstVideoPTS returns the shifted PTS of the first video PES since WatchVideo, if one has
+// passed.
+func (s *Shifter) FirstVideoPTS() (int64, bool) { return s.video, s.video >= 0 }
 
 // Shift edits p's whole packets in place and returns them, with any bytes held from the
 // previous call first (then as a new slice); a trailing partial packet is held back.
@@ -90,33 +100,44 @@ func (s *Shifter) packet(pkt []byte) error {
 	if afc&1 == 0 || pkt[1]&0x40 == 0 || pid == 0 || pid == 0x1fff {
 		return nil
 	}
-	return shiftPES(payload, s.Delta)
+	pts, err := shiftPES(payload, s.Delta)
+	if err == nil && pts >= 0 && s.video < 0 && payload[3]&0xf0 == 0xe0 {
+		s.video = pts
+	}
+	return err
 }
 
-// shiftPES moves the PTS and DTS of the PES header that starts payload, if it has one.
-func shiftPES(b []byte, delta int64) error {
+// shiftPES moves the PTS and DTS of the PES header that starts payload, if it has one, and
+// returns the new PTS (-1 if none).
+func shiftPES(b []byte, delta int64) (int64, error) {
 	if len(b) < 3 || b[0] != 0 || b[1] != 0 || b[2] != 1 {
-		return nil // a PSI section (a PMT on its PID), not a PES
+		return -1, nil // a PSI section (a PMT on its PID), not a PES
 	}
 	if len(b) < 9 {
-		return errors.New("PES header cut short")
+		return -1, errors.New("PES header cut short")
 	}
 	if !hasOptionalHeader(b[3]) {
-		return nil
+		return -1, nil
 	}
 	flags := b[7] >> 6
-	need := map[byte]int{2: 14, 3: 19}[flags]
-	if need == 0 {
-		return nil
+	need := 0
+	switch flags {
+	case 2:
+		need = 14
+	case 3:
+		need = 19
+	default:
+		return -1, nil
 	}
 	if len(b) < need {
-		return errors.New("PES timestamps past the packet")
+		return -1, errors.New("PES timestamps past the packet")
 	}
-	putTime(b[9:14], add(Time(b[9:14]), delta))
+	pts := add(Time(b[9:14]), delta)
+	putTime(b[9:14], pts)
 	if flags == 3 {
 		putTime(b[14:19], add(Time(b[14:19]), delta))
 	}
-	return nil
+	return pts, nil
 }
 
 // hasOptionalHeader reports whether PES packets of stream id carry the optional header with

@@ -98,7 +98,17 @@ func TestShiftMovesEveryTimestamp(t *testing.T) {
 	orig := probe(t, src)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const delta = 123456
-	shifted := inPieces(t, &Shifter{Delta: delta}, src, rng)
+	sh := &Shifter{Delta: delta}
+	sh.WatchVideo()
+	shifted := inPieces(t, sh, src, rng)
+	for _, p := range orig {
+		if p.Type == "video" {
+			if got, ok := sh.FirstVideoPTS(); !ok || got != p.PTS+delta {
+				t.Fatalf("FirstVideoPTS = %d, %v; want %d", got, ok, p.PTS+delta)
+			}
+			break
+		}
+	}
 	if len(shifted) != len(src) {
 		t.Fatalf("%d bytes out of %d", len(shifted), len(src))
 	}
@@ -185,6 +195,7 @@ func TestCutAtKeyframes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	c := &Cutter{}
 	var pieces [][]byte
+	var counted []int
 	cuts := []int64{first + 2*90000, first + 4*90000}
 	b := src
 	for len(b) > 0 {
@@ -194,18 +205,18 @@ func TestCutAtKeyframes(t *testing.T) {
 		}
 		b = b[n:]
 		for len(cuts) > 0 {
-			p, ok := c.Cut(cuts[0])
+			p, n, ok := c.Cut(cuts[0])
 			if !ok {
 				break
 			}
-			pieces, cuts = append(pieces, p), cuts[1:]
+			pieces, cuts, counted = append(pieces, p), cuts[1:], append(counted, n)
 		}
 	}
-	rest, partial := c.Rest()
+	rest, n, partial := c.Rest()
 	if partial != 0 || len(cuts) != 0 {
 		t.Fatalf("partial %d bytes, cuts left %v", partial, cuts)
 	}
-	pieces = append(pieces, rest)
+	pieces, counted = append(pieces, rest), append(counted, n)
 	frames := 0
 	for i, p := range pieces {
 		var video []probed
@@ -226,6 +237,9 @@ func TestCutAtKeyframes(t *testing.T) {
 				t.Errorf("piece %d holds a frame at %d, outside [%d, %d)", i, v.PTS, lo, hi)
 			}
 		}
+		if counted[i] != len(video) {
+			t.Errorf("piece %d: Cutter counted %d frames, ffprobe read %d", i, counted[i], len(video))
+		}
 		frames += len(video)
 	}
 	if frames != 150 {
@@ -245,6 +259,10 @@ func FuzzShift(f *testing.F) {
 		if c.Write(b) == nil {
 			c.Cut(delta)
 			c.Rest()
+		}
+		s.WatchVideo()
+		if _, err := s.Shift(append([]byte(nil), b...)); err == nil {
+			s.FirstVideoPTS()
 		}
 	})
 }
