@@ -30,6 +30,8 @@ import (
 // time, never a segment.
 const (
 	liveOfferSubject  = "gopcast.live.offer"
+	liveOfferDirect   = "gopcast.live.offer.to." // + a taker's id: offers for that taker alone
+	hdrLiveTaker      = "Gopcast-Taker"
 	liveGroup         = "transcoders"
 	livePartPrefix    = "gopcast.live.part."
 	liveStatusPrefix  = "gopcast.live.status."
@@ -67,6 +69,10 @@ type LiveOffer struct {
 	Start int64 `json:"start,omitempty"`
 	// Parts is the subject the chunk's bytes are sent on.
 	Parts string `json:"parts"`
+	// Prefer is the taker (LiveFeed.Taker) to offer the chunk to first: the one that took the
+	// stream's previous chunk, whose encoder may still run (see transcoder chains). Others
+	// get it if that one declines or is gone.
+	Prefer string `json:"-"`
 }
 
 // ID is the chunk's id, as Chunk.ID.
@@ -100,6 +106,7 @@ type LiveFeed struct {
 	sent    int
 	crc     uint32
 	err     error
+	taker   string
 }
 
 // OfferLive offers a chunk that has just begun to the transcoders. It returns nil, without an
@@ -113,14 +120,24 @@ func (c *Conn) OfferLive(ctx context.Context, o LiveOffer) (*LiveFeed, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Each attempt reaches one member of the group; a busy one declines.
+	// The preferred taker first, then each attempt reaches one member of the group; a busy
+	// one declines.
+	subjects := make([]string, 0, 1+liveOfferAttempts)
+	if token(o.Prefer) {
+		subjects = append(subjects, liveOfferDirect+o.Prefer)
+	}
 	for range liveOfferAttempts {
+		subjects = append(subjects, liveOfferSubject)
+	}
+	for _, subj := range subjects {
 		rctx, cancel := context.WithTimeout(ctx, liveOfferTimeout)
-		reply, err := c.nc.RequestWithContext(rctx, liveOfferSubject, body)
+		reply, err := c.nc.RequestWithContext(rctx, subj, body)
 		cancel()
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
-			return nil, nil
+			if subj == liveOfferSubject {
+				return nil, nil
+			}
 		case err != nil:
 			// A taker may still say yes after this: tell it the chunk is given up (and if
 			// that comes before it listens, it gives up when no part comes).
@@ -128,11 +145,14 @@ func (c *Conn) OfferLive(ctx context.Context, o LiveOffer) (*LiveFeed, error) {
 			f.Abort()
 			return nil, err
 		case string(reply.Data) == "ok":
-			return &LiveFeed{nc: c.nc, subject: o.Parts}, nil
+			return &LiveFeed{nc: c.nc, subject: o.Parts, taker: reply.Header.Get(hdrLiveTaker)}, nil
 		}
 	}
 	return nil, nil
 }
+
+// Taker is the id of the transcoder that took the chunk, for LiveOffer.Prefer.
+func (f *LiveFeed) Taker() string { return f.taker }
 
 // Write sends the chunk's next bytes. Errors stick: a feed that failed sends nothing more
 // (its taker then gives the chunk up, and the job is encoded the usual way).
@@ -264,8 +284,12 @@ func (l *LiveChunk) Done(ok bool) {
 // arrive with a gap, or do not add up to the end message's size and CRC is ended with an error.
 // A chunk whose parts stop (its ingest died) is ended after 10 s, one whose first part does not
 // come within 2 s at once.
+//
+// Offers come to the group (any taker) and to this taker alone (LiveOffer.Prefer, with the id
+// an accepted offer's reply names).
 func (c *Conn) ServeLive(ctx context.Context, take func(*LiveChunk) LiveSink) error {
-	sub, err := c.nc.QueueSubscribe(liveOfferSubject, liveGroup, func(m *nats.Msg) {
+	id := nats.NewInbox()[len(nats.InboxPrefix):]
+	handle := func(m *nats.Msg) {
 		var o LiveOffer
 		if json.Unmarshal(m.Data, &o) != nil || !strings.HasPrefix(o.Parts, livePartPrefix) || !token(o.StreamID) || !token(o.SessionID) {
 			_ = m.Respond([]byte("no"))
@@ -285,13 +309,22 @@ func (c *Conn) ServeLive(ctx context.Context, take func(*LiveChunk) LiveSink) er
 			_ = m.Respond([]byte("no"))
 			return
 		}
-		_ = m.Respond([]byte("ok"))
-	})
+		ok := nats.NewMsg(m.Reply)
+		ok.Header.Set(hdrLiveTaker, id)
+		ok.Data = []byte("ok")
+		_ = m.RespondMsg(ok)
+	}
+	group, err := c.nc.QueueSubscribe(liveOfferSubject, liveGroup, handle)
 	if err != nil {
 		return fmt.Errorf("queue: live offers: %w", err)
 	}
+	direct, err := c.nc.Subscribe(liveOfferDirect+id, handle)
+	if err != nil {
+		_ = group.Unsubscribe()
+		return fmt.Errorf("queue: live offers: %w", err)
+	}
 	<-ctx.Done()
-	return sub.Unsubscribe()
+	return errors.Join(group.Unsubscribe(), direct.Unsubscribe())
 }
 
 // watchLive subscribes to a taken chunk's parts and status.

@@ -372,3 +372,65 @@ func TestLiveChunkWithoutParts(t *testing.T) {
 		t.Fatalf("chunk without parts ended with %v, %v", job, err)
 	}
 }
+
+// An offer that prefers a taker (the one that took the stream's previous chunk) goes to it
+// while it takes chunks, and to the group when it declines or is gone.
+func TestLiveOfferPrefersATaker(t *testing.T) {
+	t.Parallel()
+	c := connect(t, Config{})
+	a, b := serve(t, c, true), serve(t, c, true)
+	ctx := context.Background()
+	count := func(tk *taker) int {
+		tk.mu.Lock()
+		defer tk.mu.Unlock()
+		return len(tk.chunks)
+	}
+	end := func(f *LiveFeed, o LiveOffer) {
+		if err := f.End(liveJob(o), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := liveOffer()
+	f, err := c.OfferLive(ctx, o)
+	if err != nil || f == nil || f.Taker() == "" {
+		t.Fatalf("first offer: %v, %v", f, err)
+	}
+	end(f, o)
+	first, other := a, b
+	if count(b) == 1 {
+		first, other = b, a
+	}
+	prefer := f.Taker()
+	for i := range 20 {
+		o.Seq, o.Prefer = uint64(8+i), prefer
+		f, err := c.OfferLive(ctx, o)
+		if err != nil || f == nil || f.Taker() != prefer {
+			t.Fatalf("offer %d: %v, %v (taker %q, want %q)", i, f, err, f.Taker(), prefer)
+		}
+		end(f, o)
+	}
+	if count(first) != 21 || count(other) != 0 {
+		t.Fatalf("the preferred taker got %d of 21 chunks, the other %d", count(first), count(other))
+	}
+	// Busy: the other one takes it.
+	first.mu.Lock()
+	first.take = false
+	first.mu.Unlock()
+	o.Seq = 40
+	f, err = c.OfferLive(ctx, o)
+	if err != nil || f == nil || f.Taker() == prefer || count(other) != 1 {
+		t.Fatalf("offer preferring a busy taker: %v, %v; the other took %d", f, err, count(other))
+	}
+	end(f, o)
+	// Gone (no such taker): the group gets it at once.
+	o.Seq, o.Prefer = 41, "nobody"
+	start := time.Now()
+	f, err = c.OfferLive(ctx, o)
+	if err != nil || f == nil || count(other) != 2 {
+		t.Fatalf("offer preferring a taker that is gone: %v, %v", f, err)
+	}
+	if d := time.Since(start); d > liveOfferTimeout/2 {
+		t.Errorf("offer preferring a taker that is gone took %v", d)
+	}
+	end(f, o)
+}

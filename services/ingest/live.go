@@ -37,6 +37,9 @@ type liveChunks struct {
 	open    map[uint64]*liveChunk
 	bitrate int
 	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	taker string // who took the session's latest chunk: its next one is offered there first
 }
 
 type liveChunk struct {
@@ -58,6 +61,9 @@ func (l *liveChunks) update(open []chunker.Partial) {
 			l.open[p.Seq] = lc
 			o := l.offer
 			o.Seq, o.Bitrate, o.Start = p.Seq, l.bitrate, p.Start
+			l.mu.Lock()
+			o.Prefer = l.taker
+			l.mu.Unlock()
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
@@ -68,6 +74,10 @@ func (l *liveChunks) update(open []chunker.Partial) {
 					l.log.Debug("live chunk offer failed", "seq", o.Seq, "err", err)
 				case f == nil:
 					l.log.Debug("live chunk not taken", "seq", o.Seq)
+				default:
+					l.mu.Lock()
+					l.taker = f.Taker()
+					l.mu.Unlock()
 				}
 				lc.feed = f
 			}()
