@@ -18,6 +18,7 @@ targets=(
   "./pkg/media/codec FuzzH264"             # SPS/PPS (AVC decoder configuration)
   "./pkg/media/codec FuzzAAC"              # AudioSpecificConfig
   "./pkg/media/cmaf FuzzDemux"             # MPEG-TS chunks
+  "./pkg/media/tsedit FuzzShift"           # MPEG-TS chunks and ffmpeg output edited by encoder chains
   "./pkg/media/cmaf FuzzInit"              # codec configuration to init segments
 )
 par=()
