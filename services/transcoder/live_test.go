@@ -89,38 +89,7 @@ func TestLiveChunkMakesTheJobsSegment(t *testing.T) {
 	if strings.Count(string(b), "pipe:0") != len(fx.chunks) {
 		t.Errorf("ffmpeg did not read the chunks from stdin:\n%s", b)
 	}
-	if len(q.published) != len(run.segs) {
-		t.Fatalf("%d segments published, want %d", len(q.published), len(run.segs))
-	}
-	for i, seg := range q.published {
-		want := run.segs[i]
-		if strings.Join(names(&seg), ",") != strings.Join(names(want), ",") || seg.Seq != want.Seq || seg.Start != want.Start ||
-			seg.Duration != want.Duration || seg.Last != want.Last {
-			t.Fatalf("chunk %d: live segment %v (seq %d start %d duration %d last %v), job's %v (seq %d start %d duration %d last %v)",
-				i, names(&seg), seg.Seq, seg.Start, seg.Duration, seg.Last, names(want), want.Seq, want.Start, want.Duration, want.Last)
-		}
-		for _, r := range seg.Renditions {
-			w := rend(t, want, r.Name)
-			if r.Failed || r.Start != w.Start || r.Duration != w.Duration || r.Width != w.Width || r.Height != w.Height ||
-				r.FPS != w.FPS || r.Codec != w.Codec {
-				t.Errorf("chunk %d %s: live %+v, job %+v", i, r.Name, r, w)
-			}
-			if r.Kind != "video" || r.Name == "source" {
-				continue
-			}
-			p := ffprobe(t, r.Name+".mp4", initOf(t, r), q.media(t, r))
-			if len(p.Packets) != fx.chunks[i].VideoFrames {
-				t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
-			}
-		}
-	}
-	// The rungs of consecutive live chunks join as the job path's do.
-	for _, name := range []string{"480p", "360p"} {
-		r0, r1 := rend(t, &q.published[0], name), rend(t, &q.published[1], name)
-		if r1.Start-r0.Start != q.published[0].Duration {
-			t.Errorf("%s: chunk 1 starts %d after chunk 0, which lasts %d", name, r1.Start-r0.Start, q.published[0].Duration)
-		}
-	}
+	sameAsJobPath(t, run, q, true)
 }
 
 // A live chunk given up (a lost part, its ingest gone) publishes nothing and reports failed,
@@ -247,6 +216,48 @@ rm -f "$tmp"; echo end >> '`+order+`'`)
 	}
 }
 
+// sameAsJobPath checks that the segments published live are the job path's: the same
+// renditions and timeline (and Last flags, if last), every frame of every rung decoding from
+// a keyframe, and consecutive chunks' rungs joining without a gap.
+func sameAsJobPath(t *testing.T, run *ladderRun, q *fakeQueue, last bool) {
+	t.Helper()
+	fx := run.fx
+	if len(q.published) != len(run.segs) {
+		t.Fatalf("%d segments published, want %d", len(q.published), len(run.segs))
+	}
+	for i, seg := range q.published {
+		want := run.segs[i]
+		if strings.Join(names(&seg), ",") != strings.Join(names(want), ",") || seg.Seq != want.Seq || seg.Start != want.Start ||
+			seg.Duration != want.Duration || (last && seg.Last != want.Last) {
+			t.Fatalf("chunk %d: live segment %v (seq %d start %d duration %d last %v), job's %v (seq %d start %d duration %d last %v)",
+				i, names(&seg), seg.Seq, seg.Start, seg.Duration, seg.Last, names(want), want.Seq, want.Start, want.Duration, want.Last)
+		}
+		for _, r := range seg.Renditions {
+			w := rend(t, want, r.Name)
+			if r.Failed || r.Start != w.Start || r.Duration != w.Duration || r.Width != w.Width || r.Height != w.Height ||
+				r.FPS != w.FPS || r.Codec != w.Codec {
+				t.Errorf("chunk %d %s: live %+v, job %+v", i, r.Name, r, w)
+			}
+			if r.Kind != "video" || r.Name == "source" {
+				continue
+			}
+			p := ffprobe(t, r.Name+".mp4", initOf(t, r), q.media(t, r))
+			if len(p.Packets) != fx.chunks[i].VideoFrames {
+				t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
+			}
+			if len(p.Packets) > 0 && !strings.HasPrefix(p.Packets[0].Flags, "K") {
+				t.Errorf("chunk %d %s: first frame is not a keyframe (%+v)", i, r.Name, p.Packets[0])
+			}
+		}
+	}
+	for _, name := range []string{"480p", "360p"} {
+		r0, r1 := rend(t, &q.published[0], name), rend(t, &q.published[1], name)
+		if r1.Start-r0.Start != q.published[0].Duration {
+			t.Errorf("%s: chunk 1 starts %d after chunk 0, which lasts %d", name, r1.Start-r0.Start, q.published[0].Duration)
+		}
+	}
+}
+
 // takeChained takes a fixture chunk for a worker with encoder chains, offered as the ingest
 // offers it: with its start, and the bitrate the rungs are chosen from.
 func takeChained(t *testing.T, svc *Service, slots chan struct{}, job queue.Chunk, bitrate int) (*queue.LiveChunk, *liveEncode) {
@@ -311,39 +322,7 @@ func TestChainedLiveChunksMakeTheJobsSegments(t *testing.T) {
 			if n := svc.ChainsStarted(); n != 1 {
 				t.Errorf("%d chains started, want 1", n)
 			}
-			if len(q.published) != len(run.segs) {
-				t.Fatalf("%d segments published, want %d", len(q.published), len(run.segs))
-			}
-			for i, seg := range q.published {
-				want := run.segs[i]
-				if strings.Join(names(&seg), ",") != strings.Join(names(want), ",") || seg.Start != want.Start || seg.Duration != want.Duration {
-					t.Fatalf("chunk %d: chained segment %v (start %d duration %d), job's %v (start %d duration %d)",
-						i, names(&seg), seg.Start, seg.Duration, names(want), want.Start, want.Duration)
-				}
-				for _, r := range seg.Renditions {
-					w := rend(t, want, r.Name)
-					if r.Failed || r.Start != w.Start || r.Duration != w.Duration || r.Width != w.Width || r.Height != w.Height ||
-						r.FPS != w.FPS || r.Codec != w.Codec {
-						t.Errorf("chunk %d %s: chained %+v, job %+v", i, r.Name, r, w)
-					}
-					if r.Kind != "video" || r.Name == "source" {
-						continue
-					}
-					p := ffprobe(t, r.Name+".mp4", initOf(t, r), q.media(t, r))
-					if len(p.Packets) != fx.chunks[i].VideoFrames {
-						t.Errorf("chunk %d %s: %d frames decoded, want %d", i, r.Name, len(p.Packets), fx.chunks[i].VideoFrames)
-					}
-					if len(p.Packets) > 0 && !strings.HasPrefix(p.Packets[0].Flags, "K") {
-						t.Errorf("chunk %d %s: first frame is not a keyframe (%+v)", i, r.Name, p.Packets[0])
-					}
-				}
-			}
-			for _, name := range []string{"480p", "360p"} {
-				r0, r1 := rend(t, &q.published[0], name), rend(t, &q.published[1], name)
-				if r1.Start-r0.Start != q.published[0].Duration {
-					t.Errorf("%s: chunk 1 starts %d after chunk 0, which lasts %d", name, r1.Start-r0.Start, q.published[0].Duration)
-				}
-			}
+			sameAsJobPath(t, run, q, tc.last)
 		})
 	}
 }
