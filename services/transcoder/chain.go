@@ -292,6 +292,18 @@ func (c *chain) closeInput() {
 	}
 }
 
+// stop kills the chain's ffmpeg and takes no more members; what it had fails.
+func (c *chain) stop() {
+	c.cancel()
+	go func() {
+		// Not under the caller's locks: a write to the stuck ffmpeg may hold mu until the
+		// kill ends it.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.closeInput()
+	}()
+}
+
 // readOutput reads rung i's output and cuts it into the members' pieces.
 func (c *chain) readOutput(i int, r io.Reader) error {
 	o := c.outs[i]

@@ -307,8 +307,16 @@ func (e *liveEncode) outputs(ctx context.Context, rungs []ladder.Rung, framesIn 
 		}
 	}
 	if e.chain != nil {
-		pieces, frames, err := e.mem.wait(ctx)
+		// Half the job's time at most, so the chunk can still be encoded again here.
+		wctx, cancel := context.WithTimeout(ctx, e.s.cfg.JobTimeout/2)
+		defer cancel()
+		pieces, frames, err := e.mem.wait(wctx)
 		if err != nil {
+			if wctx.Err() != nil {
+				// ffmpeg has kept the chunk past the job's time: stuck, it would hold the
+				// stream's chain (and every chunk after) for good.
+				e.chain.stop()
+			}
 			return ladder.Job{}, fmt.Errorf("encoder chain: %w", err)
 		}
 		for i, r := range e.chain.rungs {

@@ -382,3 +382,57 @@ func TestChainGivenUpMidChunk(t *testing.T) {
 	}
 	emptyDir(t, svc.cfg.TempDir)
 }
+
+// An ffmpeg that keeps a chained chunk past half the job's time is killed with its chain, and
+// the chunk is encoded again on its own: its segment comes out whole, later, and no process is
+// left holding the stream.
+func TestStuckChainIsKilled(t *testing.T) {
+	t.Parallel()
+	fx := lightFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	pids := filepath.Join(t.TempDir(), "pids")
+	// The chain's ffmpeg (reading stdin) reads its input, never writes a frame and does not
+	// exit when its input ends, as a wedged encoder; the chunk's own encode afterwards is the
+	// real ffmpeg.
+	bin, calls := fakeFFmpeg(t, `case "$*" in *pipe:0*) echo $$ >> '`+pids+`'; cat > /dev/null; sleep 600; exit 1;; esac
+exec '`+ffmpeg+`' "$@"`)
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin, Chains: true, JobTimeout: 6 * time.Second}, q)
+	job := fx.jobs[0]
+	lc, e := takeChained(t, svc, make(chan struct{}, 3), job, 300_000)
+	feed(e, fx.chunks[0].Data)
+	e.End(&job, nil)
+	waitLive(t, lc)
+	if st := lc.State(); st != queue.LiveDone {
+		t.Errorf("state %q, want done", st)
+	}
+	svc.live.Wait()
+	if n := callCount(t, calls); n != 2 {
+		t.Errorf("ffmpeg ran %d times, want 2 (the chain, then the chunk alone)", n)
+	}
+	if len(q.published) != 1 {
+		t.Fatalf("%d segments published", len(q.published))
+	}
+	for _, r := range q.published[0].Renditions {
+		if r.Failed {
+			t.Errorf("%s failed: %s", r.Name, r.Error)
+		}
+	}
+	b, err := os.ReadFile(pids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range strings.Fields(string(b)) {
+		for {
+			st, err := os.ReadFile("/proc/" + p + "/stat")
+			if err != nil || strings.Contains(string(st), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the stuck chain's ffmpeg (pid %s) still runs", p)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
