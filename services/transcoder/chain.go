@@ -48,13 +48,17 @@ type chain struct {
 	exited chan struct{} // ffmpeg has exited and every output was read; runErr is then set
 	runErr error
 
-	// Input side: mu is held while bytes are written to ffmpeg (which can block).
+	// Input side. mu is never held while writing to ffmpeg, which can block for as long as
+	// ffmpeg is behind: offers (join) and parts must not wait on it. What goes in is queued as
+	// ops, in order, and one goroutine (writeInput) edits and writes them.
 	mu      sync.Mutex
+	ops     []chainOp
+	opsCond *sync.Cond
 	stdin   io.WriteCloser
-	in      tsedit.Shifter
-	feeding []*member // members whose bytes are not all in ffmpeg yet, in order; [0] is fed
-	last    *member   // the latest member taken
-	closed  bool      // the input is closed (or failed): no more members
+	in      tsedit.Shifter // the writer goroutine's alone
+	feeding []*member      // members whose bytes are not all queued yet, in order; [0] is fed
+	last    *member        // the latest member taken
+	closed  bool           // the input is closed (or failed): no more members
 	inErr   error
 	flush   *time.Timer
 
@@ -70,6 +74,15 @@ type chainOut struct {
 	next int // index into chain.members of the member whose piece comes next
 }
 
+// chainOp is one step for the input writer: begin feeding m (start), feed m's bytes (data),
+// or close ffmpeg's input (end).
+type chainOp struct {
+	m     *member
+	start bool
+	data  []byte
+	end   bool
+}
+
 // member is one chunk in a chain.
 type member struct {
 	seq   uint64
@@ -78,6 +91,7 @@ type member struct {
 	// member's outputs end (-1 until its first video PES went in).
 	key     int64
 	pending [][]byte // bytes that came before it was the member being fed
+	dropped bool     // its input failed: its queued bytes are not written (under chain.mu)
 	ended   bool     // all its bytes came
 	pieces  [][]byte // per rung: the cut output, on the chunk's own clock
 	frames  []int
@@ -127,6 +141,8 @@ func (s *Service) newChain(stream string, rungs []ladder.Rung, job ladder.Job, b
 	}
 	c := &chain{s: s, stream: stream, rungs: rungs, base: base, tol: int64(media.Timescale / fps / 2), cancel: cancel, exited: make(chan struct{}),
 		stdin: stdin, in: tsedit.Shifter{Renumber: true}}
+	c.opsCond = sync.NewCond(&c.mu)
+	go c.writeInput()
 	for range rungs {
 		c.outs = append(c.outs, &chainOut{})
 	}
@@ -184,7 +200,7 @@ func (c *chain) add(seq uint64, start int64) *member {
 func (c *chain) part(m *member, p []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed && c.inErr != nil {
+	if c.closed {
 		return
 	}
 	b := append([]byte(nil), p...)
@@ -192,7 +208,13 @@ func (c *chain) part(m *member, p []byte) {
 		m.pending = append(m.pending, b)
 		return
 	}
-	c.write(m, b)
+	c.queue(chainOp{m: m, data: b})
+}
+
+// queue hands an op to the writer; c.mu is held.
+func (c *chain) queue(op chainOp) {
+	c.ops = append(c.ops, op)
+	c.opsCond.Signal()
 }
 
 // end records that all of a member's bytes came (err nil), or that it was given up, which
@@ -228,36 +250,68 @@ func (c *chain) end(m *member, last bool, err error) {
 }
 
 // startFeeding makes m the member being fed: its clock moved onto the chain's, what came of
-// it so far written; c.mu is held.
+// it so far queued; c.mu is held.
 func (c *chain) startFeeding(m *member) {
-	c.in.Delta = m.delta
-	c.in.WatchVideo()
+	c.queue(chainOp{m: m, start: true})
 	for _, b := range m.pending {
-		c.write(m, b)
+		c.queue(chainOp{m: m, data: b})
 	}
 	m.pending = nil
 }
 
-// write feeds b, of the member being fed, to ffmpeg; c.mu is held.
-func (c *chain) write(m *member, b []byte) {
-	if c.inErr != nil || c.closed {
-		return
-	}
-	out, err := c.in.Shift(b)
-	if err == nil && m.key < 0 {
-		if k, ok := c.in.FirstVideoPTS(); ok {
-			// Before the keyframe goes in, so its output cannot come before the cut is known.
-			c.omu.Lock()
-			m.key = k
-			c.omu.Unlock()
+// writeInput feeds the queued ops to ffmpeg until the input is closed.
+func (c *chain) writeInput() {
+	for {
+		c.mu.Lock()
+		for len(c.ops) == 0 {
+			c.opsCond.Wait()
+		}
+		op := c.ops[0]
+		c.ops[0] = chainOp{}
+		c.ops = c.ops[1:]
+		failed := c.inErr != nil
+		dropped := op.m != nil && op.m.dropped
+		c.mu.Unlock()
+		switch {
+		case op.end:
+			if rest := c.in.Pending(); rest > 0 && !failed {
+				c.s.log.Warn("encoder chain: its input ended in a partial packet", "chain", c.stream, "bytes", rest)
+			}
+			_ = c.stdin.Close()
+			return
+		case dropped:
+			// The member failed: its bytes (and those of the members after it) stay out.
+		case op.start:
+			c.in.Delta = op.m.delta
+			c.in.WatchVideo()
+		default:
+			if err := c.write(op.m, op.data); err != nil {
+				c.mu.Lock()
+				c.fail(op.m, fmt.Errorf("feeding the chain's ffmpeg: %w", err))
+				c.mu.Unlock()
+			}
 		}
 	}
-	if err == nil && len(out) > 0 {
+}
+
+// write edits b, of the member being fed, onto the chain's clock and writes it to ffmpeg.
+func (c *chain) write(m *member, b []byte) error {
+	out, err := c.in.Shift(b)
+	if err != nil {
+		return err
+	}
+	if k, ok := c.in.FirstVideoPTS(); ok {
+		c.omu.Lock()
+		if m.key < 0 {
+			// Before the keyframe goes in, so its output cannot come before the cut is known.
+			m.key = k
+		}
+		c.omu.Unlock()
+	}
+	if len(out) > 0 {
 		_, err = c.stdin.Write(out)
 	}
-	if err != nil {
-		c.fail(m, fmt.Errorf("feeding the chain's ffmpeg: %w", err))
-	}
+	return err
 }
 
 // fail ends the chain's input after m went wrong: m and the members after it fail, the ones
@@ -265,6 +319,12 @@ func (c *chain) write(m *member, b []byte) {
 func (c *chain) fail(m *member, err error) {
 	if c.inErr == nil {
 		c.inErr = err
+	}
+	m.dropped = true
+	for _, x := range c.feeding {
+		if x.seq > m.seq {
+			x.dropped = true
+		}
 	}
 	c.omu.Lock()
 	// They stay listed: the member before m is still cut at m's keyframe, if it went in.
@@ -277,7 +337,8 @@ func (c *chain) fail(m *member, err error) {
 	c.closeInput()
 }
 
-// closeInput closes ffmpeg's stdin, which flushes the encoders; c.mu is held.
+// closeInput has ffmpeg's stdin closed once what is queued is written, which flushes the
+// encoders; c.mu is held.
 func (c *chain) closeInput() {
 	if c.flush != nil {
 		c.flush.Stop()
@@ -285,23 +346,16 @@ func (c *chain) closeInput() {
 	}
 	if !c.closed {
 		c.closed = true
-		if rest := c.in.Pending(); rest > 0 && c.inErr == nil {
-			c.inErr = fmt.Errorf("a partial packet of %d bytes at the end", rest)
-		}
-		_ = c.stdin.Close()
+		c.queue(chainOp{end: true})
 	}
 }
 
 // stop kills the chain's ffmpeg and takes no more members; what it had fails.
 func (c *chain) stop() {
 	c.cancel()
-	go func() {
-		// Not under the caller's locks: a write to the stuck ffmpeg may hold mu until the
-		// kill ends it.
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.closeInput()
-	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeInput()
 }
 
 // readOutput reads rung i's output and cuts it into the members' pieces.

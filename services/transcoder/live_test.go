@@ -436,3 +436,47 @@ exec '`+ffmpeg+`' "$@"`)
 		}
 	}
 }
+
+// Feeding a chain never waits on its ffmpeg: while ffmpeg does not read (busy, or starting on a
+// loaded machine), a chunk's parts are queued and the stream's next chunk is taken at once; a
+// taker that waited would answer the next offer too late and the chunk would be given up.
+func TestChainFeedsWithoutWaitingOnFFmpeg(t *testing.T) {
+	t.Parallel()
+	fx := sourceFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	reading := filepath.Join(t.TempDir(), "reading")
+	bin, _ := fakeFFmpeg(t, `sleep 2; touch '`+reading+`'; exec '`+ffmpeg+`' "$@"`)
+	q := newFakeQueue()
+	svc := newService(t, Config{FFmpeg: bin, Chains: true}, q)
+	slots := make(chan struct{}, 3)
+	job0, job1 := fx.jobs[0], fx.jobs[1]
+	lc0, e0 := takeChained(t, svc, slots, job0, 2_500_000)
+	feed(e0, fx.chunks[0].Data) // far more than a pipe holds
+	e0.End(&job0, nil)
+	lc1, e1 := takeChained(t, svc, slots, job1, 2_500_000)
+	feed(e1, fx.chunks[1].Data)
+	if _, err := os.Stat(reading); err == nil {
+		t.Fatal("feeding two chunks waited for ffmpeg to read")
+	}
+	if e1.chain != e0.chain {
+		t.Fatal("the next chunk did not join the chain")
+	}
+	e1.End(&job1, nil)
+	for _, lc := range []*queue.LiveChunk{lc0, lc1} {
+		waitLive(t, lc)
+		if st := lc.State(); st != queue.LiveDone {
+			t.Errorf("chunk %s: %q, want done", lc.Offer.ID(), st)
+		}
+	}
+	svc.live.Wait()
+	if len(q.published) != 2 {
+		t.Fatalf("%d segments published", len(q.published))
+	}
+	for _, seg := range q.published {
+		for _, r := range seg.Renditions {
+			if r.Failed {
+				t.Errorf("chunk %d %s failed: %s", seg.Seq, r.Name, r.Error)
+			}
+		}
+	}
+}
