@@ -113,7 +113,11 @@ func (s *Service) startLive(lc *queue.LiveChunk, prof ladder.Profile, rungs []la
 	}
 	s.live.Add(1)
 	s.busy.Add(1)
-	if s.cfg.Chains && chainable(o) {
+	// A chain starts once the offer knows the stream's bitrate: before (a session's first
+	// chunk or two) the rungs chosen may include one at the source's height that the stream's
+	// measured bitrate then rules out, and a chain cannot drop a rung; those chunks are
+	// encoded one ffmpeg each, as without chains.
+	if s.cfg.Chains && chainable(o) && o.Bitrate > 0 {
 		err := s.joinChain(e, o, rungs, fps)
 		if err == nil {
 			return e, nil

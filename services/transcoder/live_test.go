@@ -480,3 +480,22 @@ func TestChainFeedsWithoutWaitingOnFFmpeg(t *testing.T) {
 		}
 	}
 }
+
+// A chunk offered before the stream's bitrate is known (a session's first) is encoded alone:
+// its rungs may include one the measured bitrate rules out later, which a chain could not drop.
+func TestNoChainBeforeTheBitrateIsKnown(t *testing.T) {
+	t.Parallel()
+	fx := lightFixture(t)
+	ffmpeg, _ := testenv.FFmpeg(t)
+	svc := newService(t, Config{FFmpeg: ffmpeg, Chains: true}, newFakeQueue())
+	lc, e := takeChained(t, svc, make(chan struct{}, 3), fx.jobs[0], 0)
+	if e.chain != nil {
+		t.Error("a chunk with no known bitrate started a chain")
+	}
+	e.End(nil, errors.New("test over"))
+	waitLive(t, lc)
+	svc.live.Wait()
+	if n := svc.ChainsStarted(); n != 0 {
+		t.Errorf("%d chains started", n)
+	}
+}
