@@ -302,12 +302,12 @@ func (e *liveEncode) close(ok bool) {
 	e.s.live.Done()
 }
 
-// outputs waits for the encode and returns it if it covers rungs with framesIn frames each;
-// an error says why the chunk must be encoded again instead.
-func (e *liveEncode) outputs(ctx context.Context, rungs []ladder.Rung, framesIn int) (ladder.Job, error) {
+// outputs waits for the encode and, if it covers rungs with framesIn frames each, returns
+// what reads each rung's output; an error says why the chunk must be encoded again instead.
+func (e *liveEncode) outputs(ctx context.Context, rungs []ladder.Rung, framesIn int) (rungOutput, error) {
 	for _, r := range rungs {
 		if !slices.Contains(e.rungs, r) {
-			return ladder.Job{}, fmt.Errorf("rung %s was not encoded live (the ladder chosen at the chunk's start differs)", r.Name)
+			return nil, fmt.Errorf("rung %s was not encoded live (the ladder chosen at the chunk's start differs)", r.Name)
 		}
 	}
 	if e.chain != nil {
@@ -321,29 +321,28 @@ func (e *liveEncode) outputs(ctx context.Context, rungs []ladder.Rung, framesIn 
 				// stream's chain (and every chunk after) for good.
 				e.chain.stop()
 			}
-			return ladder.Job{}, fmt.Errorf("encoder chain: %w", err)
+			return nil, fmt.Errorf("encoder chain: %w", err)
 		}
 		for i, r := range e.chain.rungs {
 			if frames[i] != framesIn {
-				return ladder.Job{}, fmt.Errorf("encoder chain: rung %s has %d frames for %d in", r.Name, frames[i], framesIn)
-			}
-			if err := os.WriteFile(e.job.Output(r), pieces[i], 0o600); err != nil {
-				return ladder.Job{}, err
+				return nil, fmt.Errorf("encoder chain: rung %s has %d frames for %d in", r.Name, frames[i], framesIn)
 			}
 		}
-		return e.job, nil
+		return func(r ladder.Rung) ([]byte, error) {
+			return pieces[slices.Index(e.chain.rungs, r)], nil
+		}, nil
 	}
 	<-e.exited
 	e.mu.Lock()
 	wErr := e.wErr
 	e.mu.Unlock()
 	if wErr != nil {
-		return ladder.Job{}, fmt.Errorf("feeding ffmpeg: %w (%v)", wErr, e.runErr)
+		return nil, fmt.Errorf("feeding ffmpeg: %w (%v)", wErr, e.runErr)
 	}
 	if e.runErr != nil {
-		return ladder.Job{}, e.runErr
+		return nil, e.runErr
 	}
-	return e.job, nil
+	return readFiles(e.job), nil
 }
 
 // awaitLive waits while a live chunk's taker works on it, and reports its outcome: LiveDone

@@ -377,9 +377,9 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 // reported as failed renditions, never dropped silently.
 func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger, live *liveEncode) []queue.Rendition {
 	if live != nil {
-		job, err := live.outputs(ctx, rungs, len(dem.Video))
+		read, err := live.outputs(ctx, rungs, len(dem.Video))
 		if err == nil {
-			return s.rungRenditions(ctx, job, rungs, c, len(dem.Video), seq, prefix, log)
+			return s.rungRenditions(ctx, read, rungs, c, len(dem.Video), seq, prefix, log)
 		}
 		log.Warn("live encode not usable; encoding the chunk again", "err", err)
 	}
@@ -412,14 +412,22 @@ func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, 
 	if runErr != nil {
 		return failed(rungs, runErr)
 	}
-	return s.rungRenditions(ctx, job, rungs, c, len(dem.Video), seq, prefix, log)
+	return s.rungRenditions(ctx, readFiles(job), rungs, c, len(dem.Video), seq, prefix, log)
 }
 
-// rungRenditions hands on the rungs a finished ffmpeg run wrote.
-func (s *Service) rungRenditions(ctx context.Context, job ladder.Job, rungs []ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
+// rungOutput returns the MPEG-TS an ffmpeg run made of a rung.
+type rungOutput func(ladder.Rung) ([]byte, error)
+
+// readFiles reads the rungs job wrote to its files.
+func readFiles(job ladder.Job) rungOutput {
+	return func(r ladder.Rung) ([]byte, error) { return os.ReadFile(job.Output(r)) }
+}
+
+// rungRenditions hands on the rungs a finished ffmpeg run made.
+func (s *Service) rungRenditions(ctx context.Context, read rungOutput, rungs []ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
 	out := make([]queue.Rendition, 0, len(rungs))
 	for _, r := range rungs {
-		rend, err := s.rungRendition(ctx, job.Output(r), r, c, framesIn, seq, prefix)
+		rend, err := s.rungRendition(ctx, read, r, c, framesIn, seq, prefix)
 		if err != nil {
 			log.Error("rung failed", "rendition", r.Name, "err", err)
 			out = append(out, queue.Rendition{Name: r.Name, Kind: "video", Height: r.Height, Failed: true, Error: err.Error()})
@@ -430,8 +438,8 @@ func (s *Service) rungRenditions(ctx context.Context, job ladder.Job, rungs []la
 	return out
 }
 
-func (s *Service) rungRendition(ctx context.Context, path string, r ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string) (*queue.Rendition, error) {
-	b, err := os.ReadFile(path)
+func (s *Service) rungRendition(ctx context.Context, read rungOutput, r ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string) (*queue.Rendition, error) {
+	b, err := read(r)
 	if err != nil {
 		return nil, err
 	}
