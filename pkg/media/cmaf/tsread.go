@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/gopcast/gopcast/pkg/media/tsedit"
 )
 
 // A transport stream reader of just what Demux needs: the first program's elementary streams
@@ -218,23 +220,18 @@ func parsePES(b []byte) (pesPacket, error) {
 		if hlen < 5 {
 			return pesPacket{}, errors.New("PES header too short for its PTS")
 		}
-		p.pts = pesTime(b[9:])
+		p.pts = tsedit.Time(b[9:])
 		p.dts = p.pts
 	case 3:
 		if hlen < 10 {
 			return pesPacket{}, errors.New("PES header too short for its PTS and DTS")
 		}
-		p.pts, p.dts = pesTime(b[9:]), pesTime(b[14:])
+		p.pts, p.dts = tsedit.Time(b[9:]), tsedit.Time(b[14:])
 	default:
 		return pesPacket{}, errors.New("PES without a PTS")
 	}
 	p.data = b[9+hlen:]
 	return p, nil
-}
-
-// pesTime decodes a 33-bit PTS or DTS field.
-func pesTime(b []byte) int64 {
-	return int64(b[0]>>1&0x07)<<30 | int64(b[1])<<22 | int64(b[2]>>1)<<15 | int64(b[3])<<7 | int64(b[4]>>1)
 }
 
 // hasRegistration reports whether descriptors hold a registration descriptor (tag 5) for id.
