@@ -45,6 +45,17 @@ func offerFor(job queue.Chunk, bitrate int) queue.LiveOffer {
 		Video: job.Video, Bitrate: bitrate}
 }
 
+// settled waits until the worker's live chunks are all finished, and checks they let go of
+// their slots and files.
+func settled(t *testing.T, svc *Service, slots chan struct{}) {
+	t.Helper()
+	svc.live.Wait()
+	if n := len(slots); n != 0 {
+		t.Errorf("%d live slots still taken", n)
+	}
+	emptyDir(t, svc.cfg.TempDir)
+}
+
 func emptyDir(t *testing.T, dir string) {
 	t.Helper()
 	left, err := os.ReadDir(dir)
@@ -77,11 +88,7 @@ func TestLiveChunkMakesTheJobsSegment(t *testing.T) {
 		}
 		bitrate = len(c.Data) * 8 / 2
 	}
-	svc.live.Wait()
-	if n := len(slots); n != 0 {
-		t.Errorf("%d live slots still taken", n)
-	}
-	emptyDir(t, svc.cfg.TempDir)
+	settled(t, svc, slots)
 	if n := callCount(t, calls); n != len(fx.chunks) {
 		t.Errorf("ffmpeg ran %d times for %d live chunks", n, len(fx.chunks))
 	}
@@ -116,14 +123,10 @@ func TestLiveChunkGivenUp(t *testing.T) {
 	if st := lc.State(); st != queue.LiveFailed {
 		t.Errorf("state %q, want failed", st)
 	}
-	svc.live.Wait()
+	settled(t, svc, slots)
 	if len(q.published) != 0 {
 		t.Errorf("%d segments published for a chunk given up", len(q.published))
 	}
-	if len(slots) != 0 {
-		t.Error("slot not freed")
-	}
-	emptyDir(t, svc.cfg.TempDir)
 }
 
 // When the rungs chosen at the chunk's start (from the previous chunk's bitrate) are not the
@@ -369,7 +372,7 @@ func TestChainGivenUpMidChunk(t *testing.T) {
 	if st := lc2.State(); st != queue.LiveDone {
 		t.Errorf("chunk 1 again: %q, want done", st)
 	}
-	svc.live.Wait()
+	settled(t, svc, slots)
 	if n := svc.ChainsStarted(); n != 2 {
 		t.Errorf("%d chains started, want 2", n)
 	}
@@ -377,10 +380,6 @@ func TestChainGivenUpMidChunk(t *testing.T) {
 	if n := callCount(t, calls); n != 2 {
 		t.Errorf("ffmpeg ran %d times, want 2", n)
 	}
-	if len(slots) != 0 {
-		t.Error("slots not freed")
-	}
-	emptyDir(t, svc.cfg.TempDir)
 }
 
 // An ffmpeg that keeps a chained chunk past half the job's time is killed with its chain, and
