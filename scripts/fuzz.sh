@@ -13,6 +13,7 @@ targets=(
   "./services/ingest FuzzRTMPConnection"   # RTMP handshake, chunk stream, AMF0 commands, FLV tags
   "./pkg/queue FuzzChunkMessage"           # chunk job messages from JetStream
   "./pkg/queue FuzzSegmentMessage"         # segment job messages from JetStream
+  "./pkg/queue FuzzAttachedMessage"        # job messages carrying their media after the JSON
   "./pkg/queue FuzzLiveParts"              # live chunk parts and end messages (core NATS)
   "./services/api FuzzRequestDecoding"     # API JSON bodies
   "./pkg/media/codec FuzzH264"             # SPS/PPS (AVC decoder configuration)

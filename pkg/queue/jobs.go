@@ -3,9 +3,9 @@ package queue
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,13 +55,19 @@ type Chunk struct {
 	SourceBitrate int          `json:"source_bitrate,omitempty"`
 	Video         *VideoParams `json:"video,omitempty"`
 	Audio         *AudioParams `json:"audio,omitempty"`
-	// Last marks the final chunk of the session; an empty last chunk (Object == "") only
-	// ends the session.
-	Last    bool      `json:"last,omitempty"`
+	// Last marks the final chunk of the session; an empty last chunk (Size 0) only ends the
+	// session.
+	Last bool `json:"last,omitempty"`
+	// Object names the object holding the chunk's Size bytes; with no object, the bytes
+	// travel in the job message (see attach.go) and Data holds them once it is decoded.
 	Object  string    `json:"object,omitempty"`
 	Size    int       `json:"size"`
 	Created time.Time `json:"created"`
+	Data    []byte    `json:"-"`
 }
+
+// HasBytes says whether the chunk has media (an empty last chunk has none).
+func (c *Chunk) HasBytes() bool { return c.Size > 0 || c.Object != "" }
 
 // ID is the chunk's deterministic identity, used for de-duplication and object names.
 func (c *Chunk) ID() string {
@@ -80,15 +86,17 @@ type Rendition struct {
 	Channels  int     `json:"channels,omitempty"`
 	// SampleRate is the audio sampling rate.
 	SampleRate int `json:"sample_rate,omitempty"`
-	// Init and Media name objects in the segment object store; InitData and MediaData carry
-	// the bytes in the message instead (the name is then empty). Small ones travel in the
-	// message: the init segments (a few hundred bytes, the same for every chunk) and the audio
-	// (32 KB per 2 s at 128 kbit/s) are not worth an object put, get (each get is a consumer
-	// made and deleted on the server) and delete per chunk.
+	// Init and Media name objects in the segment object store; InitData and MediaData hold
+	// the bytes instead (the name is then empty). PublishSegment sends them in the message
+	// (InitLen and MediaLen bytes after its JSON, see attach.go) as far as the message's
+	// size allows, and stores the largest media as objects until it fits. Base64 in the JSON
+	// (init_data, media_data) is still read.
 	Init      string `json:"init,omitempty"`
 	InitData  []byte `json:"init_data,omitempty"`
+	InitLen   int    `json:"init_len,omitempty"`
 	Media     string `json:"media,omitempty"`
 	MediaData []byte `json:"media_data,omitempty"`
+	MediaLen  int    `json:"media_len,omitempty"`
 	Bytes     int    `json:"bytes"`
 	// Start and Duration are the segment's earliest presentation time and length in the
 	// rendition's own timescale (Timescale: 90 kHz for video, the sample rate for audio).
@@ -122,13 +130,19 @@ func (s *Segment) ID() string {
 	return s.StreamID + "/" + s.SessionID + "/" + strconv.FormatUint(s.Seq, 10)
 }
 
-// PublishChunk stores the chunk bytes and publishes the job. It returns only once JetStream
-// has both; a retry with the same chunk identity is de-duplicated.
+// PublishChunk publishes the job with the chunk's bytes: in the message when they fit,
+// otherwise stored first as an object. It returns only once JetStream has them; a retry with
+// the same chunk identity is de-duplicated.
 func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error {
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
-	if len(data) > 0 {
-		job.setObject(data)
+	job.Object, job.Size, job.Data = "", len(data), nil
+	switch {
+	case len(data) == 0:
+	case len(data) <= c.inlineMax():
+		job.Data = data
+	default:
+		job.Object = job.ID()
 		if err := c.putObject(ctx, c.chunks, job.Object, data); err != nil {
 			return fmt.Errorf("queue: store chunk %s: %w", job.ID(), err)
 		}
@@ -136,13 +150,14 @@ func (c *Conn) PublishChunk(ctx context.Context, job *Chunk, data []byte) error 
 	return c.publish(ctx, c.subject(chunkSubject, job.StreamID), job.ID(), job)
 }
 
-// setObject names the object that holds a chunk's bytes.
-func (c *Chunk) setObject(data []byte) {
-	c.Object, c.Size = c.ID(), len(data)
-}
-
-// ChunkBytes fetches a chunk's bytes.
+// ChunkBytes returns a chunk's bytes, fetching them when they are an object.
 func (c *Conn) ChunkBytes(ctx context.Context, job *Chunk) ([]byte, error) {
+	if job.Object == "" {
+		if job.Size > 0 && len(job.Data) != job.Size {
+			return nil, fmt.Errorf("queue: chunk %s: %d bytes in the message for %d: %w", job.ID(), len(job.Data), job.Size, ErrNotFound)
+		}
+		return job.Data, nil
+	}
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	b, err := c.chunks.GetBytes(ctx, job.Object)
@@ -217,19 +232,46 @@ func (c *Conn) DeleteRendition(ctx context.Context, name string) error {
 	return err
 }
 
-// PublishSegment publishes a finished chunk's renditions to the packagers.
+// PublishSegment publishes a finished chunk's renditions to the packagers. Their bytes go in
+// the message; when they do not fit, the largest media segments are stored as objects first
+// (named under the segment's ID, so a retry overwrites them), until the rest fits.
 func (c *Conn) PublishSegment(ctx context.Context, seg *Segment) error {
-	return c.publish(ctx, c.subject(segmentSubject, seg.StreamID), seg.ID(), seg)
+	out := *seg
+	out.Renditions = slices.Clone(seg.Renditions)
+	size := 0
+	for _, r := range out.Renditions {
+		size += len(r.InitData) + len(r.MediaData)
+	}
+	for limit := c.inlineMax(); size > limit; {
+		big := -1
+		for i, r := range out.Renditions {
+			if len(r.MediaData) > 0 && (big < 0 || len(r.MediaData) > len(out.Renditions[big].MediaData)) {
+				big = i
+			}
+		}
+		if big < 0 {
+			return fmt.Errorf("queue: segment %s: %d bytes of init segments do not fit a message", seg.ID(), size)
+		}
+		r := &out.Renditions[big]
+		name := seg.ID() + "/" + r.Name + "/media.m4s"
+		if err := c.PutRendition(ctx, name, r.MediaData); err != nil {
+			return err
+		}
+		size -= len(r.MediaData)
+		r.Media, r.MediaData = name, nil
+	}
+	return c.publish(ctx, c.subject(segmentSubject, seg.StreamID), seg.ID(), &out)
 }
 
 func (c *Conn) publish(ctx context.Context, subject, id string, v any) error {
-	data, err := json.Marshal(v)
+	data, hdr, err := encodeMsg(v)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
-	if _, err := c.js.Publish(ctx, subject, data, jetstream.WithMsgID(id)); err != nil {
+	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
+	if _, err := c.js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("queue: publish %s: %w", subject, err)
 	}
 	return nil
@@ -345,7 +387,7 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 					if md, err := msg.Metadata(); err == nil {
 						job.Delivered = md.NumDelivered
 					}
-					if err := json.Unmarshal(msg.Data(), &job.Body); err != nil {
+					if err := decodeMsg(msg.Headers(), msg.Data(), &job.Body); err != nil {
 						c.log.Error("rejecting undecodable message", "consumer", durable, "subject", msg.Subject(), "err", err)
 						_ = msg.TermWithReason(ErrUndecodable.Error())
 						continue

@@ -189,8 +189,8 @@ func (f *LiveFeed) End(job *Chunk, data []byte) error {
 	if err := f.Write(data[f.sent:]); err != nil {
 		return err
 	}
-	j := *job // as PublishChunk stores it
-	j.setObject(data)
+	j := *job // the taker has the bytes: the end message carries none
+	j.Object, j.Size, j.Data = "", len(data), nil
 	return f.end(&liveEnd{Job: &j, Parts: f.parts, Size: f.sent, CRC: f.crc})
 }
 

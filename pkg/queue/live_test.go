@@ -156,8 +156,8 @@ func TestLiveChunkReachesItsTaker(t *testing.T) {
 	if !bytes.Equal(bytesGot, data) {
 		t.Fatalf("taker received %d bytes, not the %d sent", len(bytesGot), len(data))
 	}
-	if got.ID() != job.ID() || got.Object != job.ID() || got.Size != len(data) || got.Start != 123 || job.Object != "" {
-		t.Errorf("taker's job %+v (the ingest's copy: object %q); want the chunk's with its object named as PublishChunk names it", got, job.Object)
+	if got.ID() != job.ID() || got.Object != "" || got.Size != len(data) || len(got.Data) != 0 || got.Start != 123 || job.Size != 0 {
+		t.Errorf("taker's job %+v (the ingest's copy: size %d); want the chunk's with its size, and no bytes (the taker has them)", got, job.Size)
 	}
 	if err := feed.Write([]byte("late")); err == nil {
 		t.Error("a feed wrote after its end")

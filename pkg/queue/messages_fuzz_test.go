@@ -12,9 +12,11 @@ import (
 	"testing"
 )
 
-// The job messages are decoded by the consumers exactly as consume does it: json.Unmarshal
-// of the message body into a zero value; a decode error Terms the message (ErrUndecodable).
-// These fuzz targets hold decoding to what the transcoder and packager then rely on.
+// The job messages are decoded by the consumers exactly as consume does it: decodeMsg of the
+// message into a zero value (json.Unmarshal of the body, or of its first bytes with the rest
+// given to the message as its media when the Gopcast-Json header says so); a decode error
+// Terms the message (ErrUndecodable). These fuzz targets hold decoding to what the transcoder
+// and packager then rely on.
 //
 // Seeds in testdata/fuzz are real messages: chunk jobs published by the ingest for an
 // ffmpeg-made H.264/AAC clip, and segment messages shaped as the transcoder writes them.
@@ -25,7 +27,7 @@ import (
 
 func decodeLikeConsumer[T any](data []byte) (*T, error) {
 	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
+	if err := decodeMsg(nil, data, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -143,6 +145,69 @@ func FuzzSegmentMessage(f *testing.F) {
 			hazard(t, "seq %d: Base+Seq wraps, media sequence numbers go backwards", seg.Seq)
 		}
 	})
+}
+
+// FuzzAttachedMessage: a message whose body is JSON followed by media, split where its header
+// says. Whatever it holds, decoding does not panic, and a decoded message carries exactly the
+// bytes its JSON declares, which encode and decode again to the same message.
+func FuzzAttachedMessage(f *testing.F) {
+	f.Add("47", []byte(`{"stream_id":"s","renditions":[{"media_len":3}]}abc`), false)
+	f.Add("62", []byte(`{"stream_id":"s","renditions":[{"init_len":1,"media_len":2}]}iab`), false)
+	f.Add("22", []byte(`{"stream_id":"s","size":3}abc`), true)
+	f.Add("x", []byte(`{}`), true)
+	f.Fuzz(func(t *testing.T, hdr string, body []byte, chunk bool) {
+		h := map[string][]string{hdrJSON: {hdr}}
+		if chunk {
+			var c Chunk
+			if decodeMsg(h, body, &c) != nil {
+				return
+			}
+			if c.Object != "" || len(c.Data) != c.Size {
+				t.Fatalf("decoded chunk of size %d (object %q) carries %d bytes", c.Size, c.Object, len(c.Data))
+			}
+			again(t, &c, func(a *Chunk) bool { return bytes.Equal(a.Data, c.Data) && a.ID() == c.ID() })
+			return
+		}
+		var s Segment
+		if decodeMsg(h, body, &s) != nil {
+			return
+		}
+		for _, r := range s.Renditions {
+			if (r.InitLen > 0 && len(r.InitData) != r.InitLen) || (r.MediaLen > 0 && len(r.MediaData) != r.MediaLen) {
+				t.Fatalf("rendition %q declares %d+%d bytes, carries %d+%d", r.Name, r.InitLen, r.MediaLen, len(r.InitData), len(r.MediaData))
+			}
+		}
+		again(t, &s, func(a *Segment) bool {
+			if len(a.Renditions) != len(s.Renditions) {
+				return false
+			}
+			for i, r := range a.Renditions {
+				if !bytes.Equal(r.InitData, s.Renditions[i].InitData) || !bytes.Equal(r.MediaData, s.Renditions[i].MediaData) {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
+
+// again encodes a decoded message as a producer would and decodes it, requiring same(result).
+func again[T any, P interface {
+	*T
+	attacher
+}](t *testing.T, v P, same func(P) bool) {
+	t.Helper()
+	body, h, err := encodeMsg(v)
+	if err != nil {
+		t.Fatalf("decoded message does not encode: %v", err)
+	}
+	var w T
+	if err := decodeMsg(h, body, P(&w)); err != nil {
+		t.Fatalf("re-encoded message does not decode: %v", err)
+	}
+	if !same(P(&w)) {
+		t.Fatalf("re-encoded message decodes differently")
+	}
 }
 
 // TestMessageSeedsAreReal checks the committed seeds decode as what they claim to be, so the

@@ -182,7 +182,8 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      true,
-		// Chunk bytes ride in object stores in 128 KiB parts; job messages stay small.
+		// Chunk and segment bytes up to this ride in their job messages (attach.go), larger
+		// ones in object stores.
 		MaxPayload: 8 << 20,
 	}
 	srv, err := server.NewServer(opts)

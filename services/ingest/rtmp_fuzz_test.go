@@ -298,17 +298,15 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 	})
 }
 
-// recPublisher keeps the job messages a capture session publishes, encoded as queue.Conn
-// encodes them (with the object name and size it sets).
+// recPublisher keeps the job messages a capture session publishes, as queue.Conn sends them
+// when the bytes travel in the message (with the size it sets; the bytes are not kept).
 type recPublisher struct {
 	mu   sync.Mutex
 	jobs []queue.Chunk
 }
 
 func (p *recPublisher) PublishChunk(_ context.Context, job *queue.Chunk, data []byte) error {
-	if len(data) > 0 {
-		job.Object, job.Size = job.ID(), len(data)
-	}
+	job.Object, job.Size = "", len(data)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.jobs = append(p.jobs, *job)
@@ -344,7 +342,7 @@ func writeMessageSeeds(t *testing.T, jobs []queue.Chunk) {
 		seg := queue.Segment{StreamID: j.StreamID, SessionID: j.SessionID, Seq: j.Seq, Start: j.Start, Duration: j.Duration,
 			Last: j.Last, Record: j.Record, Chunk: j.Created}
 		switch {
-		case j.Object == "":
+		case !j.HasBytes():
 			// an empty last chunk: no renditions
 		case i%3 == 2:
 			seg.Failed, seg.Error = true, "poison chunk: chunk has no video"

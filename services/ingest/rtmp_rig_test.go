@@ -92,7 +92,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 		defer close(consumed)
 		_ = q.ConsumeChunks(cctx, 4, func(ctx context.Context, j *queue.Job[queue.Chunk]) {
 			var data []byte
-			if j.Body.Object != "" {
+			if j.Body.HasBytes() {
 				b, err := q.ChunkBytes(ctx, &j.Body)
 				if err != nil && ctx.Err() == nil {
 					t.Errorf("chunk %s: bytes: %v", j.Body.ID(), err)

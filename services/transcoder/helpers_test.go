@@ -27,19 +27,18 @@ import (
 	"github.com/gopcast/gopcast/pkg/queue"
 )
 
-// fakeQueue is the transcoder's Queue: chunk bytes from a map, renditions into a map.
+// fakeQueue is the transcoder's Queue: chunk bytes from a map, segments into a slice.
 type fakeQueue struct {
 	mu         sync.Mutex
 	chunks     map[string][]byte
 	chunkErr   error // returned by ChunkBytes while set
 	chunkReads int
-	renditions map[string][]byte
 	published  []queue.Segment
 	deleted    []string
 }
 
 func newFakeQueue() *fakeQueue {
-	return &fakeQueue{chunks: map[string][]byte{}, renditions: map[string][]byte{}}
+	return &fakeQueue{chunks: map[string][]byte{}}
 }
 
 func (q *fakeQueue) ConsumeChunks(ctx context.Context, _ int, _ func(context.Context, *queue.Job[queue.Chunk])) error {
@@ -69,13 +68,6 @@ func (q *fakeQueue) DeleteChunk(_ context.Context, job *queue.Chunk) error {
 	return nil
 }
 
-func (q *fakeQueue) PutRendition(_ context.Context, name string, data []byte) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.renditions[name] = bytes.Clone(data)
-	return nil
-}
-
 func (q *fakeQueue) PublishSegment(_ context.Context, seg *queue.Segment) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -83,27 +75,14 @@ func (q *fakeQueue) PublishSegment(_ context.Context, seg *queue.Segment) error 
 	return nil
 }
 
-func (q *fakeQueue) rendition(t *testing.T, name string) []byte {
-	t.Helper()
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	b, ok := q.renditions[name]
-	if !ok {
-		t.Fatalf("rendition object %s was not stored", name)
-	}
-	return b
-}
-
-// media is a rendition's media segment: an object, or (audio) in the segment message.
+// media is a rendition's media segment, which the transcoder hands over in the segment (the
+// queue decides what travels in the message and what as an object).
 func (q *fakeQueue) media(t *testing.T, r queue.Rendition) []byte {
 	t.Helper()
-	if r.Media == "" {
-		if len(r.MediaData) == 0 {
-			t.Fatalf("%s: no media segment", r.Name)
-		}
-		return r.MediaData
+	if r.Media != "" || len(r.MediaData) == 0 {
+		t.Fatalf("%s: media segment %q with %d bytes, want the bytes in the rendition", r.Name, r.Media, len(r.MediaData))
 	}
-	return q.rendition(t, r.Media)
+	return r.MediaData
 }
 
 // initOf is a rendition's init segment, which travels in the segment message.

@@ -73,7 +73,6 @@ type Queue interface {
 	ConsumeChunks(ctx context.Context, n int, handler func(context.Context, *queue.Job[queue.Chunk])) error
 	ChunkBytes(ctx context.Context, job *queue.Chunk) ([]byte, error)
 	DeleteChunk(ctx context.Context, job *queue.Chunk) error
-	PutRendition(ctx context.Context, name string, data []byte) error
 	PublishSegment(ctx context.Context, seg *queue.Segment) error
 }
 
@@ -156,7 +155,7 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Chunk]) {
 	if prof, _ := s.profile(c); len(prof.Rungs) == 0 {
 		// Repackaging only, no ffmpeg: the slot (sized for encodes) is free for another job.
 		job.Release()
-	} else if s.lq != nil && c.Object != "" && s.awaitLive(wctx, c, log) == queue.LiveDone {
+	} else if s.lq != nil && c.HasBytes() && s.awaitLive(wctx, c, log) == queue.LiveDone {
 		// A worker took the chunk live and its segment is out.
 		if err := job.Ack(wctx); err != nil {
 			log.Warn("ack failed", "err", err)
@@ -226,7 +225,7 @@ func keepAlive(ctx context.Context, job interface{ InProgress() error }) (stop f
 }
 
 func (s *Service) transcode(ctx context.Context, c *queue.Chunk, log *slog.Logger) (*queue.Segment, error) {
-	if c.Object == "" {
+	if !c.HasBytes() {
 		// An empty last chunk only ends the session.
 		return &queue.Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start,
 			Duration: c.Duration, Last: c.Last, Record: c.Record, Chunk: c.Created}, nil
@@ -261,10 +260,9 @@ func (s *Service) transcodeData(ctx context.Context, c *queue.Chunk, data []byte
 	rebaseAudio(dem.Audio, c.Start-c.TSBase)
 	end := c.Start + c.Duration
 	fragSeq := uint32(c.Seq + 1)
-	prefix := c.ID() + "/"
 
 	// Source rendition: the publisher's own video, repackaged.
-	src, err := s.videoRendition(ctx, "source", fragSeq, *dem.H264, dem.Video, end, prefix)
+	src, err := videoRendition("source", fragSeq, *dem.H264, dem.Video, end)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +272,7 @@ func (s *Service) transcodeData(ctx context.Context, c *queue.Chunk, data []byte
 	renditions := []queue.Rendition{*src}
 
 	if len(dem.Audio) > 0 && dem.AAC != nil {
-		a, err := s.audioRendition(ctx, fragSeq, *dem.AAC, dem.Audio, c.AudioOrigin, prefix)
+		a, err := audioRendition(fragSeq, *dem.AAC, dem.Audio, c.AudioOrigin)
 		if err != nil {
 			return nil, err
 		}
@@ -290,7 +288,7 @@ func (s *Service) transcodeData(ctx context.Context, c *queue.Chunk, data []byte
 	}
 	rungs := prof.Select(src.Height, srcRate)
 	if len(rungs) > 0 {
-		encoded := s.encodeRungs(ctx, c, data, dem, prof, rungs, fragSeq, prefix, log, live)
+		encoded := s.encodeRungs(ctx, c, data, dem, prof, rungs, fragSeq, log, live)
 		renditions = append(renditions, encoded...)
 	}
 	seg.Renditions = renditions
@@ -311,7 +309,9 @@ func (s *Service) profile(c *queue.Chunk) (p ladder.Profile, known bool) {
 	return p, false
 }
 
-func (s *Service) videoRendition(ctx context.Context, name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64, prefix string) (*queue.Rendition, error) {
+// videoRendition packages a rendition's frames as the chunk's CMAF fragment, in the rendition
+// (PublishSegment sends it in the message or stores it).
+func videoRendition(name string, seq uint32, cfg media.H264Config, frames []media.VideoFrame, end int64) (*queue.Rendition, error) {
 	init, err := cmaf.VideoInit(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s init: %v", errPoison, name, err)
@@ -329,19 +329,12 @@ func (s *Service) videoRendition(ctx context.Context, name string, seq uint32, c
 		fps = estimateFPS(frames)
 	}
 	r := &queue.Rendition{Name: name, Kind: "video", Codec: cs, Width: w, Height: h, FPS: fps,
-		InitData: init, Media: prefix + name + "/media.m4s", Bytes: len(frag),
+		InitData: init, MediaData: frag, Bytes: len(frag),
 		Start: minPTS(frames), Duration: end - frames[0].DTS, Timescale: media.Timescale}
-	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
-		return nil, err
-	}
 	return r, nil
 }
 
-// inlineAudio bounds an audio segment carried in the segment message rather than stored as an
-// object: AAC at up to 256 kbit/s for 2 s (a longer GOP's chunk goes as an object).
-const inlineAudio = 64 << 10
-
-func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64, prefix string) (*queue.Rendition, error) {
+func audioRendition(seq uint32, cfg media.AACConfig, frames []media.AudioFrame, origin int64) (*queue.Rendition, error) {
 	init, err := cmaf.AudioInit(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: audio init: %v", errPoison, err)
@@ -360,26 +353,18 @@ func (s *Service) audioRendition(ctx context.Context, seq uint32, cfg media.AACC
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
 	}
 	r := &queue.Rendition{Name: "audio", Kind: "audio", Codec: cs, Channels: ch, SampleRate: int(ts),
-		InitData: init, Bytes: len(frag), Start: start, Duration: dur, Timescale: ts,
+		InitData: init, MediaData: frag, Bytes: len(frag), Start: start, Duration: dur, Timescale: ts,
 		Bandwidth: int(float64(len(frag)*8) / (float64(dur) / float64(ts)))}
-	if len(frag) <= inlineAudio {
-		r.MediaData = frag
-		return r, nil
-	}
-	r.Media = prefix + "audio/media.m4s"
-	if err := s.q.PutRendition(ctx, r.Media, frag); err != nil {
-		return nil, err
-	}
 	return r, nil
 }
 
 // encodeRungs runs ffmpeg once for every rung, retrying a failed run; rungs that still fail are
 // reported as failed renditions, never dropped silently.
-func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, prefix string, log *slog.Logger, live *liveEncode) []queue.Rendition {
+func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, dem *cmaf.Demuxed, prof ladder.Profile, rungs []ladder.Rung, seq uint32, log *slog.Logger, live *liveEncode) []queue.Rendition {
 	if live != nil {
 		read, err := live.outputs(ctx, rungs, len(dem.Video))
 		if err == nil {
-			return s.rungRenditions(ctx, read, rungs, c, len(dem.Video), seq, prefix, log)
+			return rungRenditions(read, rungs, c, len(dem.Video), seq, log)
 		}
 		log.Warn("live encode not usable; encoding the chunk again", "err", err)
 	}
@@ -412,7 +397,7 @@ func (s *Service) encodeRungs(ctx context.Context, c *queue.Chunk, data []byte, 
 	if runErr != nil {
 		return failed(rungs, runErr)
 	}
-	return s.rungRenditions(ctx, readFiles(job), rungs, c, len(dem.Video), seq, prefix, log)
+	return rungRenditions(readFiles(job), rungs, c, len(dem.Video), seq, log)
 }
 
 // rungOutput returns the MPEG-TS an ffmpeg run made of a rung.
@@ -424,10 +409,10 @@ func readFiles(job ladder.Job) rungOutput {
 }
 
 // rungRenditions hands on the rungs a finished ffmpeg run made.
-func (s *Service) rungRenditions(ctx context.Context, read rungOutput, rungs []ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string, log *slog.Logger) []queue.Rendition {
+func rungRenditions(read rungOutput, rungs []ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, log *slog.Logger) []queue.Rendition {
 	out := make([]queue.Rendition, 0, len(rungs))
 	for _, r := range rungs {
-		rend, err := s.rungRendition(ctx, read, r, c, framesIn, seq, prefix)
+		rend, err := rungRendition(read, r, c, framesIn, seq)
 		if err != nil {
 			log.Error("rung failed", "rendition", r.Name, "err", err)
 			out = append(out, queue.Rendition{Name: r.Name, Kind: "video", Height: r.Height, Failed: true, Error: err.Error()})
@@ -438,7 +423,7 @@ func (s *Service) rungRenditions(ctx context.Context, read rungOutput, rungs []l
 	return out
 }
 
-func (s *Service) rungRendition(ctx context.Context, read rungOutput, r ladder.Rung, c *queue.Chunk, framesIn int, seq uint32, prefix string) (*queue.Rendition, error) {
+func rungRendition(read rungOutput, r ladder.Rung, c *queue.Chunk, framesIn int, seq uint32) (*queue.Rendition, error) {
 	b, err := read(r)
 	if err != nil {
 		return nil, err
@@ -454,7 +439,7 @@ func (s *Service) rungRendition(ctx context.Context, read rungOutput, r ladder.R
 	// The encoder's decode times run a constant reorder delay ahead of the source's, so the
 	// next chunk's first decode time is this one's plus the chunk duration.
 	end := dem.Video[0].DTS + c.Duration
-	rend, err := s.videoRendition(ctx, r.Name, seq, *dem.H264, dem.Video, end, prefix)
+	rend, err := videoRendition(r.Name, seq, *dem.H264, dem.Video, end)
 	if err != nil {
 		return nil, err
 	}
