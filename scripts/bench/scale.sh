@@ -54,6 +54,10 @@
 #   QUIET_CORES, QUIET_MAX  wait before each step until the machine is this idle (0.2 cores over
 #                       5 s), at most QUIET_MAX s (600; 0: do not wait)
 #   BENCH_NICE          e.g. 10: run MinIO, NATS, the roles and loadgen at that niceness
+#   PPROF               e.g. 30: the roles run with --pprof, and a CPU profile of that many
+#                       seconds is taken of each (nats, ingest, transcoder, packager) from 10 s
+#                       into the publish, saved as $OUT/scale-N.ROLE.pprof (read them with
+#                       `go tool pprof -top BINARY FILE`; the binary is $OUT/gopcast)
 #   MINIO, FFMPEG, FFPROBE  binaries; KEEP=1 keeps the work dir (with MinIO's and NATS's data)
 set -euo pipefail
 
@@ -111,6 +115,7 @@ fi
 go build -o "$WORK/bin/loadgen" ./cmd/loadgen
 GOPCAST=$WORK/bin/gopcast
 LOADGEN=$WORK/bin/loadgen
+if [ -n "${PPROF:-}" ]; then cp "$GOPCAST" "$OUT/gopcast"; fi
 
 # --- 2. input (cached) ---------------------------------------------------------------------------
 IN720=$(bench_input roles-720p30-3M-aac 720 3M "$INPUT_SECONDS")
@@ -123,7 +128,7 @@ MINIO_PID=""
 start_role() {
   local role=$1 port=$2; shift 2
   "${NICE[@]}" "$GOPCAST" "$role" --http-addr "127.0.0.1:$port" --data-dir "$STEP_DIR/data-$role" \
-    --log-format json --log-level "$LOG_LEVEL" "$@" >"$STEP_LOGS/$role.out" 2>"$STEP_LOGS/$role.log" &
+    --log-format json --log-level "$LOG_LEVEL" ${PPROF:+--pprof} "$@" >"$STEP_LOGS/$role.out" 2>"$STEP_LOGS/$role.log" &
   ROLE_PID[$role]=$!
   ROLE_HTTP[$role]=$port
   PIDS+=("$!")
@@ -239,6 +244,14 @@ run_step() {
   readings "$OUT/$name.before"
   b0=$(busy_ticks)
   log "$name: publishing ${SECONDS_MEDIA} s x $n stream(s) of $(basename "$IN720") through gopcast (passthrough)"
+  if [ -n "${PPROF:-}" ]; then
+    for w in nats ingest transcoder packager; do
+      (sleep 10; curl -sf -o "$OUT/$name.$w.pprof" \
+        "http://127.0.0.1:${ROLE_HTTP[$w]}/debug/pprof/profile?seconds=$PPROF" || log "$name: no profile of $w") &
+      samplers+=("$!")
+      PIDS+=("$!")
+    done
+  fi
   supervise "${NICE[@]}" /usr/bin/time -f '%e %U %S' -o "$OUT/$name.loadgen.time" \
     "$LOADGEN" run --api "http://127.0.0.1:${ROLE_HTTP[api]}" --token "$TOKEN" --input "$IN720" \
     --streams "$n" --duration "${SECONDS_MEDIA}s" --profile passthrough \
