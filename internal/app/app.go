@@ -132,7 +132,7 @@ func (a *App) Run(ctx context.Context) error {
 		svc.Register(mux)
 	}
 	if cfg.runs("ingest") {
-		a.ingest = ingest.New(ingest.Config{Addr: cfg.RTMPAddr, ChunkTarget: cfg.ChunkDuration, Live: cfg.LiveChunks},
+		a.ingest = ingest.New(ingest.Config{Addr: cfg.RTMPAddr, ChunkTarget: cfg.ChunkDuration, Live: cfg.LiveChunks, ReadBatch: cfg.RTMPReadBatch},
 			a.log.With("role", "ingest"), a.reg, q)
 		svc := a.ingest
 		checks = append(checks, func(context.Context) error {

@@ -43,6 +43,7 @@ type Config struct {
 	RecordingRetention    time.Duration
 	DeleteGrace           time.Duration
 	ChunkDuration         time.Duration
+	RTMPReadBatch         time.Duration
 	TranscoderConcurrency int
 	LiveChunks            bool
 	X264Threads           int
@@ -83,6 +84,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&c.RTMPPublicURL, "rtmp-public-url", "", "RTMP URL publishers are told to use (default rtmp://HOST:PORT/live from --rtmp-addr)")
 	fs.IntVar(&c.JetStreamShards, "jetstream-shards", 1, "split the chunk and segment streams into this many JetStream streams by stream id (same value in every process)")
 	fs.DurationVar(&c.ChunkDuration, "chunk-duration", 2*time.Second, "target chunk (segment) duration; chunks are cut at the first keyframe at or after it")
+	fs.DurationVar(&c.RTMPReadBatch, "rtmp-read-batch", 20*time.Millisecond, "ingest: least time between two reads of a publisher's connection once it is drained, so one read takes several frames (less CPU; 0: read each frame as it arrives)")
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
 	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")
@@ -181,6 +183,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ChunkDuration < 500*time.Millisecond || c.ChunkDuration > 30*time.Second {
 		bad("chunk-duration", "must be between 500ms and 30s")
+	}
+	if c.RTMPReadBatch < 0 || c.RTMPReadBatch > 200*time.Millisecond {
+		bad("rtmp-read-batch", "must be between 0 and 200ms")
 	}
 	if c.X264Threads < 0 || c.X264Threads > 64 {
 		bad("x264-threads", "must be between 0 (x264 decides) and 64")

@@ -46,6 +46,9 @@ type Config struct {
 	// Live streams each chunk to a transcoder while it is written (when the Publisher is a
 	// LiveOfferer and a transcoder takes it), so the ladder is encoded as the stream arrives.
 	Live bool
+	// ReadBatch is the least time between two reads of a publishing connection once it is
+	// drained (0: read as bytes arrive), so one read takes several frames.
+	ReadBatch time.Duration
 }
 
 func (c *Config) defaults() {
@@ -214,7 +217,8 @@ func (s *Service) handle(ctx context.Context, conn net.Conn) {
 
 func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (retErr error) {
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	sc := &gortmplib.ServerConn{RW: conn}
+	pc := newPublisherConn(conn)
+	sc := &gortmplib.ServerConn{RW: pc}
 	if err := sc.Initialize(); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -465,6 +469,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		}
 	}
 
+	pc.batch.wait = s.cfg.ReadBatch
 	var readErr error
 	// ctx is checked too: shutdown ends the read with a deadline, which the next iteration
 	// would otherwise replace while the publisher keeps sending.
