@@ -2,6 +2,7 @@ package cmaf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -63,8 +64,18 @@ func VideoFragment(seq uint32, frames []media.VideoFrame, end int64) ([]byte, er
 	if err != nil {
 		return nil, fmt.Errorf("create fragment: %w", err)
 	}
+	// The samples go into one buffer of the size they can take at most, rather than being
+	// appended to the mdat one by one (its doublings were 15 % of a passthrough worker's CPU).
+	size := 0
+	for _, f := range frames {
+		for _, n := range f.NALUs {
+			size += 4 + len(n)
+		}
+	}
+	payload := make([]byte, 0, size)
 	for i, f := range frames {
-		data, err := avccSample(f.NALUs)
+		n := len(payload)
+		payload, err = appendAVCC(payload, f.NALUs)
 		if err != nil {
 			return nil, fmt.Errorf("%w: video fragment %d frame %d (DTS %d): %v", ErrInvalidInput, seq, i, f.DTS, err)
 		}
@@ -79,11 +90,11 @@ func VideoFragment(seq uint32, frames []media.VideoFrame, end int64) ([]byte, er
 		}
 		frag.AddFullSample(mp4.FullSample{
 			// mp4ff's trun is version 1, so CompositionTimeOffset is written signed.
-			Sample:     mp4.NewSample(flags, uint32(durs[i]), uint32(len(data)), int32(cto)),
+			Sample:     mp4.NewSample(flags, uint32(durs[i]), uint32(len(payload)-n), int32(cto)),
 			DecodeTime: uint64(f.DTS),
-			Data:       data,
 		})
 	}
+	frag.Mdat.SetData(payload)
 	return encodeFragment(frag)
 }
 
@@ -160,10 +171,11 @@ func medianDuration(durs []int64) int64 {
 	return s[len(s)/2]
 }
 
-// avccSample writes an access unit as length-prefixed NAL units, leaving out what must not be
-// in an avc1 sample: parameter sets (they are in the sample entry) and access unit delimiters.
-func avccSample(nalus [][]byte) ([]byte, error) {
-	keep := make(h264.AVCC, 0, len(nalus))
+// appendAVCC appends an access unit to dst as length-prefixed NAL units (4-byte lengths),
+// leaving out what must not be in an avc1 sample: parameter sets (they are in the sample
+// entry) and access unit delimiters.
+func appendAVCC(dst []byte, nalus [][]byte) ([]byte, error) {
+	kept := 0
 	for _, n := range nalus {
 		if len(n) == 0 {
 			continue
@@ -172,12 +184,17 @@ func avccSample(nalus [][]byte) ([]byte, error) {
 		case h264.NALUTypeAccessUnitDelimiter, h264.NALUTypeSPS, h264.NALUTypePPS:
 			continue
 		}
-		keep = append(keep, n)
+		if uint64(len(n)) > math.MaxUint32 {
+			return dst, fmt.Errorf("NAL unit of %d bytes", len(n))
+		}
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(n)))
+		dst = append(dst, n...)
+		kept++
 	}
-	if len(keep) == 0 {
-		return nil, fmt.Errorf("access unit has no NAL units besides parameter sets and delimiters")
+	if kept == 0 {
+		return dst, fmt.Errorf("access unit has no NAL units besides parameter sets and delimiters")
 	}
-	return keep.Marshal()
+	return dst, nil
 }
 
 func encodeFragment(frag *mp4.Fragment) ([]byte, error) {

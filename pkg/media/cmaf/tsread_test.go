@@ -79,3 +79,26 @@ func BenchmarkDemux(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVideoFragment packages the video of the same 2 s 720p chunk as one CMAF fragment,
+// as the transcoder does for every video rendition of every chunk.
+func BenchmarkVideoFragment(b *testing.B) {
+	ts, err := ffmpegTS("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "2",
+		"-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "60", "-pix_fmt", "yuv420p",
+		"-b:v", "3000k", "-minrate", "3000k", "-maxrate", "3000k", "-bufsize", "3000k")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dem, err := Demux(ts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	end := dem.Video[len(dem.Video)-1].DTS + 3000
+	b.SetBytes(int64(len(ts)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := VideoFragment(1, dem.Video, end); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
