@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -43,30 +44,41 @@ func (c *Conn) inlineMax() int {
 	return max(0, mp-inlineRoom)
 }
 
-// encodeMsg is a message's body, with its header when it carries bytes.
-func encodeMsg(v any) ([]byte, nats.Header, error) {
+// bodies holds message bodies for reuse: a body with media is up to a few MB, and a fresh one
+// per message is zeroed, faulted in and scavenged back to the OS again (memclr and madvise
+// showed in the profiles of every role that publishes media).
+var bodies sync.Pool
+
+// encodeMsg is a message's body, with its header when it carries bytes. done gives the body
+// back for reuse once the message is sent (nats.go has copied it).
+func encodeMsg(v any) (body []byte, h nats.Header, done func(), err error) {
+	done = func() {}
 	a, ok := v.(attacher)
 	if !ok {
-		b, err := json.Marshal(v)
-		return b, nil, err
+		body, err = json.Marshal(v)
+		return body, nil, done, err
 	}
 	jv, parts := a.detach()
 	j, err := json.Marshal(jv)
 	if err != nil || len(parts) == 0 {
-		return j, nil, err
+		return j, nil, done, err
 	}
 	n := len(j)
 	for _, p := range parts {
 		n += len(p)
 	}
-	body := make([]byte, 0, n)
-	body = append(body, j...)
+	buf, _ := bodies.Get().(*[]byte)
+	if buf == nil || cap(*buf) < n {
+		b := make([]byte, 0, n+n/4)
+		buf = &b
+	}
+	body = append((*buf)[:0], j...)
 	for _, p := range parts {
 		body = append(body, p...)
 	}
-	h := nats.Header{}
+	h = nats.Header{}
 	h.Set(hdrJSON, strconv.Itoa(len(j)))
-	return body, h, nil
+	return body, h, func() { *buf = body[:0]; bodies.Put(buf) }, nil
 }
 
 // decodeMsg decodes a message's body into v (a pointer), giving it the bytes after the JSON.

@@ -264,14 +264,16 @@ func (c *Conn) PublishSegment(ctx context.Context, seg *Segment) error {
 }
 
 func (c *Conn) publish(ctx context.Context, subject, id string, v any) error {
-	data, hdr, err := encodeMsg(v)
+	data, hdr, done, err := encodeMsg(v)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := callCtx(ctx)
 	defer cancel()
 	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
-	if _, err := c.js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+	done()
+	if err != nil {
 		return fmt.Errorf("queue: publish %s: %w", subject, err)
 	}
 	return nil
