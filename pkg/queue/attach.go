@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -44,48 +43,43 @@ func (c *Conn) inlineMax() int {
 	return max(0, mp-inlineRoom)
 }
 
-// bodies holds segment message bodies for reuse: a body with media is up to a few MB, and a
-// fresh one per message is zeroed, faulted in and scavenged back to the OS again (memclr and
-// madvise showed in the transcoder's profile).
-var bodies sync.Pool
-
-// encodeMsg is a message's body, with its header when it carries bytes. done gives the body
-// back for reuse once the message is sent (nats.go has copied it).
-func encodeMsg(v any) (body []byte, h nats.Header, done func(), err error) {
-	done = func() {}
+// encodeMsg appends a message's body to dst and returns it, with its header when it carries
+// bytes. With a nil dst a body with bytes is its JSON with the bytes appended: for one piece
+// (a chunk), one allocation whose copied part is not zeroed first.
+func encodeMsg(dst []byte, v any) ([]byte, nats.Header, error) {
 	a, ok := v.(attacher)
 	if !ok {
-		body, err = json.Marshal(v)
-		return body, nil, done, err
+		j, err := json.Marshal(v)
+		if err != nil || dst == nil {
+			return j, nil, err
+		}
+		return append(dst[:0], j...), nil, nil
 	}
 	jv, parts := a.detach()
 	j, err := json.Marshal(jv)
-	if err != nil || len(parts) == 0 {
-		return j, nil, done, err
+	if err != nil {
+		return nil, nil, err
 	}
-	h = nats.Header{}
-	h.Set(hdrJSON, strconv.Itoa(len(j)))
-	if len(parts) == 1 {
-		// A chunk: appended to its JSON in one allocation whose copied part is not zeroed
-		// first. Not pooled: the ingest publishes a chunk per stream every 2 s, and a pool
-		// of chunk-sized bodies raised its memory per stream (4.4 MB against 3.8 at 25
-		// streams) for no CPU the benchmark could show.
-		return append(j, parts[0]...), h, done, nil
+	var h nats.Header
+	if len(parts) > 0 {
+		h = nats.Header{}
+		h.Set(hdrJSON, strconv.Itoa(len(j)))
 	}
-	n := len(j)
-	for _, p := range parts {
-		n += len(p)
+	body := j
+	if dst != nil {
+		n := len(j)
+		for _, p := range parts {
+			n += len(p)
+		}
+		if cap(dst) < n {
+			dst = make([]byte, 0, n+n/4)
+		}
+		body = append(dst[:0], j...)
 	}
-	buf, _ := bodies.Get().(*[]byte)
-	if buf == nil || cap(*buf) < n {
-		b := make([]byte, 0, n+n/4)
-		buf = &b
-	}
-	body = append((*buf)[:0], j...)
 	for _, p := range parts {
 		body = append(body, p...)
 	}
-	return body, h, func() { *buf = body[:0]; bodies.Put(buf) }, nil
+	return body, h, nil
 }
 
 // decodeMsg decodes a message's body into v (a pointer), giving it the bytes after the JSON.

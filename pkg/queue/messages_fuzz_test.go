@@ -197,7 +197,7 @@ func again[T any, P interface {
 	attacher
 }](t *testing.T, v P, same func(P) bool) {
 	t.Helper()
-	body, h, _, err := encodeMsg(v)
+	body, h, err := encodeMsg(nil, v)
 	if err != nil {
 		t.Fatalf("decoded message does not encode: %v", err)
 	}
