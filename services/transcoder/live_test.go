@@ -56,6 +56,23 @@ func settled(t *testing.T, svc *Service, slots chan struct{}) {
 	emptyDir(t, svc.cfg.TempDir)
 }
 
+// doneAfterASecondRun checks a live chunk whose live encode could not be used: it is done
+// anyway, ffmpeg ran twice (runs says which), and its one segment is returned.
+func doneAfterASecondRun(t *testing.T, svc *Service, lc *queue.LiveChunk, q *fakeQueue, calls, runs string) *queue.Segment {
+	t.Helper()
+	if st := lc.State(); st != queue.LiveDone {
+		t.Fatalf("state %q, want done", st)
+	}
+	svc.live.Wait()
+	if n := callCount(t, calls); n != 2 {
+		t.Errorf("ffmpeg ran %d times, want 2 (%s)", n, runs)
+	}
+	if len(q.published) != 1 {
+		t.Fatalf("%d segments published", len(q.published))
+	}
+	return &q.published[0]
+}
+
 func emptyDir(t *testing.T, dir string) {
 	t.Helper()
 	left, err := os.ReadDir(dir)
@@ -145,17 +162,7 @@ func TestLiveChunkWithOtherRungsIsEncodedAgain(t *testing.T) {
 	small.Height = 480 // so only the 360p rung is encoded live; the job needs 480p too
 	offer.Video = &small
 	lc := liveRun(t, svc, make(chan struct{}, 1), job, fx.chunks[0].Data, offer)
-	if st := lc.State(); st != queue.LiveDone {
-		t.Fatalf("state %q, want done", st)
-	}
-	svc.live.Wait()
-	if n := callCount(t, calls); n != 2 {
-		t.Errorf("ffmpeg ran %d times, want 2 (live, then again for the missing rung)", n)
-	}
-	if len(q.published) != 1 {
-		t.Fatalf("%d segments published", len(q.published))
-	}
-	seg := &q.published[0]
+	seg := doneAfterASecondRun(t, svc, lc, q, calls, "live, then again for the missing rung")
 	if got := strings.Join(names(seg), ","); got != "source,audio,480p,360p" {
 		t.Errorf("renditions %s", got)
 	}
@@ -402,17 +409,8 @@ exec '`+ffmpeg+`' "$@"`)
 	feed(e, fx.chunks[0].Data)
 	e.End(&job, nil)
 	waitLive(t, lc)
-	if st := lc.State(); st != queue.LiveDone {
-		t.Errorf("state %q, want done", st)
-	}
-	svc.live.Wait()
-	if n := callCount(t, calls); n != 2 {
-		t.Errorf("ffmpeg ran %d times, want 2 (the chain, then the chunk alone)", n)
-	}
-	if len(q.published) != 1 {
-		t.Fatalf("%d segments published", len(q.published))
-	}
-	for _, r := range q.published[0].Renditions {
+	seg := doneAfterASecondRun(t, svc, lc, q, calls, "the chain, then the chunk alone")
+	for _, r := range seg.Renditions {
 		if r.Failed {
 			t.Errorf("%s failed: %s", r.Name, r.Error)
 		}
