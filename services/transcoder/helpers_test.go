@@ -275,8 +275,13 @@ func fakeFFmpeg(t *testing.T, body string) (bin, calls string) {
 	bin = filepath.Join(dir, "ffmpeg")
 	calls = filepath.Join(dir, "calls")
 	script := "#!/bin/sh\necho \"$*\" >> '" + calls + "'\n" + body + "\n"
-	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
+	// Written by a child process, never opened for writing here: a parallel test forking
+	// meanwhile would inherit that descriptor until its exec, and running the script then
+	// fails with "text file busy" (ETXTBSY; CI saw it).
+	w := exec.Command("sh", "-c", `cat > "$1" && chmod 755 "$1"`, "sh", bin)
+	w.Stdin = strings.NewReader(script)
+	if out, err := w.CombinedOutput(); err != nil {
+		t.Fatalf("writing the fake ffmpeg: %v: %s", err, out)
 	}
 	return bin, calls
 }
