@@ -46,8 +46,8 @@ type Config struct {
 	// Live streams each chunk to a transcoder while it is written (when the Publisher is a
 	// LiveOfferer and a transcoder takes it), so the ladder is encoded as the stream arrives.
 	Live bool
-	// ReadBatch is the least time between two reads of a publishing connection once it is
-	// drained (0: read as bytes arrive), so one read takes several frames.
+	// ReadBatch is the period of the shared clock on whose ticks a drained publishing
+	// connection is read again (0: read as bytes arrive), so one read takes several frames.
 	ReadBatch time.Duration
 }
 
