@@ -10,10 +10,9 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
-	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
 	"github.com/gopcast/gopcast/pkg/media"
+	"github.com/gopcast/gopcast/pkg/media/tsmux"
 )
 
 // TSBase is where a chunk's first decode time lands in its MPEG-TS file. Ten seconds leaves
@@ -62,11 +61,9 @@ type Chunk struct {
 // span arrive after the keyframe, so a finished chunk stays open for its audio until audio
 // reaches the cut (or, if audio lags or stops, until video is a second past it).
 type Chunker struct {
-	cfg    Config
-	video  media.H264Config
-	audio  *media.AACConfig
-	vTrack *mpegts.Track
-	aTrack *mpegts.Track
+	cfg   Config
+	video media.H264Config
+	asc   *mpeg4audio.AudioSpecificConfig // nil for a video-only session
 
 	seq         uint64
 	cur         *builder
@@ -84,8 +81,8 @@ type builder struct {
 	start      int64 // decode time of the first frame
 	end        int64 // decode time of the next chunk's first frame, once cut
 	cutPTS     int64 // presentation time of the next chunk's keyframe, once cut
-	buf        bytes.Buffer
-	w          *mpegts.Writer
+	buf        []byte
+	mux        *tsmux.Muxer
 	nv, na, nk int
 	vbytes     int
 	// noAudio keeps the video access units written while the chunk has no audio yet (a
@@ -97,6 +94,7 @@ type builder struct {
 
 type tsAccessUnit struct {
 	pts, dts int64
+	key      bool
 	au       [][]byte
 }
 
@@ -112,14 +110,16 @@ func New(cfg Config, video media.H264Config, audio *media.AACConfig) (*Chunker, 
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 64 << 20
 	}
-	c := &Chunker{cfg: cfg, video: video, audio: audio}
-	c.vTrack = &mpegts.Track{Codec: &tscodecs.H264{}}
+	c := &Chunker{cfg: cfg, video: video}
 	if audio != nil {
-		var asc mpeg4audio.AudioSpecificConfig
-		if err := asc.Unmarshal(audio.ASC); err != nil {
+		c.asc = new(mpeg4audio.AudioSpecificConfig)
+		if err := c.asc.Unmarshal(audio.ASC); err != nil {
 			return nil, fmt.Errorf("chunker: AAC config: %w", err)
 		}
-		c.aTrack = &mpegts.Track{Codec: &tscodecs.MPEG4Audio{Config: asc}}
+		// What ADTS cannot carry is refused now rather than at the first audio frame.
+		if _, err := tsmux.New(c.asc); err != nil {
+			return nil, fmt.Errorf("chunker: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -146,7 +146,7 @@ func (c *Chunker) Open() []Partial {
 	var out []Partial
 	for _, b := range []*builder{c.closing, c.cur} {
 		if b != nil {
-			out = append(out, Partial{Seq: b.seq, Start: b.start, Data: b.buf.Bytes()})
+			out = append(out, Partial{Seq: b.seq, Start: b.start, Data: b.buf})
 		}
 	}
 	return out
@@ -168,7 +168,7 @@ func (c *Chunker) WriteVideo(f media.VideoFrame) (*Chunk, error) {
 		if d := f.DTS - c.lastDTS; d > 0 {
 			c.frameDur = d
 		}
-		if c.closing != nil && (f.DTS >= c.closing.cutPTS+audioGrace || c.aTrack == nil || !c.haveAudio) {
+		if c.closing != nil && (f.DTS >= c.closing.cutPTS+audioGrace || c.asc == nil || !c.haveAudio) {
 			done = c.finish(c.closing, false)
 			c.closing = nil
 		}
@@ -180,17 +180,15 @@ func (c *Chunker) WriteVideo(f media.VideoFrame) (*Chunk, error) {
 			c.cur.end, c.cur.cutPTS = f.DTS, f.PTS
 			c.closing = c.cur
 			c.cur = c.open(f.DTS)
-			if c.aTrack == nil || !c.haveAudio {
+			if c.asc == nil || !c.haveAudio {
 				done = c.finish(c.closing, false)
 				c.closing = nil
 			}
 		}
 	}
-	if err := c.writeVideo(c.cur, f); err != nil {
-		return done, err
-	}
-	if c.cur.buf.Len() > c.cfg.MaxBytes {
-		return done, fmt.Errorf("%w (%d bytes over %.1f s)", ErrChunkTooLarge, c.cur.buf.Len(), float64(f.DTS-c.cur.start)/media.Timescale)
+	c.writeVideo(c.cur, f)
+	if len(c.cur.buf) > c.cfg.MaxBytes {
+		return done, fmt.Errorf("%w (%d bytes over %.1f s)", ErrChunkTooLarge, len(c.cur.buf), float64(f.DTS-c.cur.start)/media.Timescale)
 	}
 	return done, nil
 }
@@ -198,7 +196,7 @@ func (c *Chunker) WriteVideo(f media.VideoFrame) (*Chunk, error) {
 // WriteAudio adds an audio frame and returns a chunk if it completes one. Audio before the
 // first keyframe is dropped with the video it belongs to.
 func (c *Chunker) WriteAudio(f media.AudioFrame) (*Chunk, error) {
-	if c.cur == nil || c.aTrack == nil {
+	if c.cur == nil || c.asc == nil {
 		return nil, nil
 	}
 	if !c.haveAudio {
@@ -217,7 +215,9 @@ func (c *Chunker) WriteAudio(f media.AudioFrame) (*Chunk, error) {
 	}
 	b.na++
 	b.noAudio = nil
-	return done, b.w.WriteMPEG4Audio(c.aTrack, TSBase+f.PTS-b.start, [][]byte{f.Data})
+	var err error
+	b.buf, err = b.mux.WriteAAC(b.buf, TSBase+f.PTS-b.start, f.Data)
+	return done, err
 }
 
 // Flush ends the session and returns its remaining chunks, the last one flagged Last; none if
@@ -241,44 +241,34 @@ func (c *Chunker) Flush() []*Chunk {
 }
 
 func (c *Chunker) open(dts int64) *builder {
-	b := &builder{seq: c.seq, start: dts}
-	c.seq++
 	// Chunks of a stream are about the same size: one allocation instead of a dozen
 	// doublings (and their copies) per chunk.
-	b.buf.Grow(c.lastSize + c.lastSize/4)
-	tracks := []*mpegts.Track{c.vTrack}
-	if c.aTrack != nil {
-		tracks = append(tracks, c.aTrack)
-	}
-	b.w = &mpegts.Writer{W: &b.buf, Tracks: tracks}
-	// Initialize only fails on duplicate PIDs, which a fixed track list cannot have.
-	_ = b.w.Initialize()
+	b := &builder{seq: c.seq, start: dts, buf: make([]byte, 0, c.lastSize+c.lastSize/4)}
+	c.seq++
+	// New only fails on an audio config that New of the Chunker already accepted.
+	b.mux, _ = tsmux.New(c.asc)
 	return b
 }
 
 func (c *Chunker) finish(b *builder, last bool) *Chunk {
-	if c.aTrack != nil && b.na == 0 && len(b.noAudio) > 0 {
+	if c.asc != nil && b.na == 0 && len(b.noAudio) > 0 {
 		// Audio never came for this chunk (the session ended right after a keyframe, or the
-		// publisher's audio stopped): write it again without the audio stream.
-		var buf bytes.Buffer
-		w := &mpegts.Writer{W: &buf, Tracks: []*mpegts.Track{c.vTrack}}
-		ok := w.Initialize() == nil
+		// publisher's audio stopped): write it again without the audio stream, to new memory
+		// (Partial's promise).
+		mux, _ := tsmux.New(nil)
+		var buf []byte
 		for _, u := range b.noAudio {
-			if ok && w.WriteH264(c.vTrack, u.pts, u.dts, u.au) != nil {
-				ok = false
-			}
+			buf = mux.WriteH264(buf, u.pts, u.dts, u.key, u.au)
 		}
-		if ok {
-			b.buf = buf
-		}
+		b.buf = buf
 		b.noAudio = nil
 	}
-	c.lastSize = b.buf.Len()
+	c.lastSize = len(b.buf)
 	return &Chunk{
 		Seq:         b.seq,
 		Start:       b.start,
 		Duration:    b.end - b.start,
-		Data:        b.buf.Bytes(),
+		Data:        b.buf,
 		VideoBytes:  b.vbytes,
 		VideoFrames: b.nv,
 		AudioFrames: b.na,
@@ -287,7 +277,7 @@ func (c *Chunker) finish(b *builder, last bool) *Chunk {
 	}
 }
 
-func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) error {
+func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) {
 	au := f.NALUs
 	if f.Key {
 		au = withParameterSets(au, c.video)
@@ -299,14 +289,14 @@ func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) error {
 	}
 	c.lastDTS = f.DTS
 	pts, dts := TSBase+f.PTS-b.start, TSBase+f.DTS-b.start
-	if c.aTrack != nil && b.na == 0 {
+	if c.asc != nil && b.na == 0 {
 		cp := make([][]byte, len(au)) // the caller may reuse its buffers
 		for i, n := range au {
 			cp[i] = bytes.Clone(n)
 		}
-		b.noAudio = append(b.noAudio, tsAccessUnit{pts: pts, dts: dts, au: cp})
+		b.noAudio = append(b.noAudio, tsAccessUnit{pts: pts, dts: dts, key: f.Key, au: cp})
 	}
-	return b.w.WriteH264(c.vTrack, pts, dts, au)
+	b.buf = b.mux.WriteH264(b.buf, pts, dts, f.Key, au)
 }
 
 // withParameterSets puts SPS and PPS in front of a keyframe that lacks them, so every chunk
