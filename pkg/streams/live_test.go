@@ -133,5 +133,41 @@ func TestLiveLease(t *testing.T) {
 		t.Errorf("session end reasons: %v", reasons)
 	}
 	t.Logf("dead ingest's session ends as %q", reasons["sess-b"])
-	_ = c.Release(ctx, 0, "done")
+
+	// A live session's figures come from its heartbeats (the lease), not its session record,
+	// which is written at the start and the end.
+	h.BytesIn = 4321
+	if err := c.Heartbeat(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	cs := sessionNamed(t, r, st.ID, "sess-c")
+	if cs.EndedAt != nil || cs.Health == nil || cs.Health.BytesIn != 4321 || !cs.UpdatedAt.After(cs.StartedAt) {
+		t.Fatalf("live session as listed: %+v", cs)
+	}
+	// Its ingest dies: the session is listed as lost at its last heartbeat.
+	stale = c.Session()
+	stale.UpdatedAt = time.Now().Add(-LiveTimeout - time.Second).UTC().Truncate(time.Millisecond)
+	buf, _ = json.Marshal(stale)
+	if _, err := r.kv.Put(ctx, "live."+st.ID, buf); err != nil {
+		t.Fatal(err)
+	}
+	cs = sessionNamed(t, r, st.ID, "sess-c")
+	if cs.EndReason != "ingest lost" || cs.EndedAt == nil || !cs.EndedAt.Equal(stale.UpdatedAt) {
+		t.Fatalf("session of a dead ingest as listed: %+v, want ended at its last heartbeat %v", cs, stale.UpdatedAt)
+	}
+}
+
+func sessionNamed(t *testing.T, r *Registry, streamID, id string) *Session {
+	t.Helper()
+	sessions, err := r.Sessions(context.Background(), streamID, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sessions {
+		if s.ID == id {
+			return s
+		}
+	}
+	t.Fatalf("session %s not listed", id)
+	return nil
 }

@@ -607,10 +607,17 @@ func (s *Service) watchStreams(ctx context.Context) {
 	}
 }
 
+// heartbeatEvery is how often a session's lease and health figures are refreshed: a fifth of
+// streams.LiveTimeout, so a lease survives four lost beats.
+const heartbeatEvery = streams.LiveTimeout / 5
+
+// firstHeartbeat comes sooner: a new session's health shows a second after it starts.
+const firstHeartbeat = time.Second
+
 // heartbeat keeps the session's live lease fresh with its health figures; losing the lease
 // (another ingest took the stream over) ends the session.
 func (s *Service) heartbeat(ctx context.Context, claim *streams.Claim, m *meter, sc *gortmplib.ServerConn, sess *session, log *slog.Logger) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTimer(firstHeartbeat)
 	defer t.Stop()
 	for {
 		select {
@@ -618,6 +625,7 @@ func (s *Service) heartbeat(ctx context.Context, claim *streams.Claim, m *meter,
 			return
 		case <-t.C:
 		}
+		t.Reset(heartbeatEvery)
 		hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := claim.Heartbeat(hctx, m.health(sc.BytesReceived()))
 		cancel()
