@@ -159,7 +159,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 
 	for {
-		conn, err := ln.Accept()
+		raw, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				s.sessions.Wait()
@@ -172,6 +172,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.sessions.Wait()
 			return fmt.Errorf("ingest: accept: %w", err)
 		}
+		conn := newPolledConn(raw)
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
@@ -187,7 +188,7 @@ func (s *Service) Run(ctx context.Context) error {
 				s.mu.Lock()
 				delete(s.conns, conn)
 				s.mu.Unlock()
-				_ = conn.Close()
+				conn.release()
 			}()
 			s.handle(ctx, conn)
 		}()
@@ -469,7 +470,11 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 		}
 	}
 
-	pc.batch.wait = s.cfg.ReadBatch
+	if p, ok := conn.(*polledConn); ok && s.cfg.ReadBatch > 0 {
+		if err := p.poll(s.cfg.ReadBatch); err != nil {
+			log.Warn("publisher's connection not polled on ticks; reading it as bytes arrive", "err", err)
+		}
+	}
 	var readErr error
 	// ctx is checked too: shutdown ends the read with a deadline, which the next iteration
 	// would otherwise replace while the publisher keeps sending.
