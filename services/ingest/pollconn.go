@@ -129,32 +129,25 @@ func (c *polledConn) Write(p []byte) (int, error) {
 }
 
 func (c *polledConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return c.Conn.SetDeadline(t)
-	}
-	c.deadline = t
-	return nil
+	return c.setDeadline(t, c.Conn.SetDeadline)
 }
 
 // SetReadDeadline sets the one deadline of a polled connection (reads and writes alike).
 func (c *polledConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return c.Conn.SetReadDeadline(t)
-	}
-	c.deadline = t
-	return nil
+	return c.setDeadline(t, c.Conn.SetReadDeadline)
 }
 
 // SetWriteDeadline sets the one deadline of a polled connection (reads and writes alike).
 func (c *polledConn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(t, c.Conn.SetWriteDeadline)
+}
+
+// setDeadline keeps a polled connection's deadline, or hands it to the poller's connection.
+func (c *polledConn) setDeadline(t time.Time, inPoller func(time.Time) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd < 0 {
-		return c.Conn.SetWriteDeadline(t)
+		return inPoller(t)
 	}
 	c.deadline = t
 	return nil
