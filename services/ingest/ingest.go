@@ -46,8 +46,9 @@ type Config struct {
 	// Live streams each chunk to a transcoder while it is written (when the Publisher is a
 	// LiveOfferer and a transcoder takes it), so the ladder is encoded as the stream arrives.
 	Live bool
-	// ReadBatch is the period of the shared clock on whose ticks a drained publishing
-	// connection is read again (0: read as bytes arrive), so one read takes several frames.
+	// ReadBatch is the period of the shared clock on whose ticks publishing connections are
+	// read, out of Go's poller on Linux (0: read as bytes arrive), so one read takes several
+	// frames and the sessions wake together.
 	ReadBatch time.Duration
 }
 
@@ -471,7 +472,10 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 	}
 
 	if p, ok := conn.(*polledConn); ok && s.cfg.ReadBatch > 0 {
-		if err := p.poll(s.cfg.ReadBatch); err != nil {
+		switch err := p.poll(s.cfg.ReadBatch); {
+		case errors.Is(err, errPollUnsupported):
+			log.Debug("publisher's connection read as bytes arrive", "err", err)
+		case err != nil:
 			log.Warn("publisher's connection not polled on ticks; reading it as bytes arrive", "err", err)
 		}
 	}

@@ -165,7 +165,7 @@ func (c *polledConn) Close() error {
 	}
 	if !c.closed {
 		c.closed = true
-		_ = syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+		_ = shutdownSocket(c.fd)
 	}
 	return nil
 }
@@ -177,7 +177,7 @@ func (c *polledConn) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd >= 0 {
-		_ = syscall.Close(c.fd)
+		_ = closeSocket(c.fd)
 		c.fd = -2 // released: still "polled", so a late call fails rather than touching the poller
 	}
 }

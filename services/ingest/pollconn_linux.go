@@ -64,3 +64,9 @@ func writeSocket(fd int, p []byte) (int, error) {
 		return max(n, 0), err
 	}
 }
+
+// shutdownSocket ends both directions: the peer sees the connection closed, and reads and
+// writes in flight fail, while the descriptor stays valid.
+func shutdownSocket(fd int) error { return syscall.Shutdown(fd, syscall.SHUT_RDWR) }
+
+func closeSocket(fd int) error { return syscall.Close(fd) }

@@ -9,3 +9,6 @@ func detach(net.Conn) (int, error) { return -1, errPollUnsupported }
 
 func readSocket(int, []byte) (int, error)  { return 0, errPollUnsupported }
 func writeSocket(int, []byte) (int, error) { return 0, errPollUnsupported }
+
+func shutdownSocket(int) error { return errPollUnsupported }
+func closeSocket(int) error    { return errPollUnsupported }
