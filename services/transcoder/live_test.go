@@ -403,7 +403,10 @@ func TestStuckChainIsKilled(t *testing.T) {
 	bin, calls := fakeFFmpeg(t, `case "$*" in *pipe:0*) echo $$ >> '`+pids+`'; cat > /dev/null; sleep 600; exit 1;; esac
 exec '`+ffmpeg+`' "$@"`)
 	q := newFakeQueue()
-	svc := newService(t, Config{FFmpeg: bin, Chains: true, JobTimeout: 6 * time.Second}, q)
+	// The chain is given half the job's time, the chunk's own encode the other half: 6 s,
+	// for a light chunk that takes well under a second alone (3 s was too little on a loaded
+	// machine running the race detector).
+	svc := newService(t, Config{FFmpeg: bin, Chains: true, JobTimeout: 12 * time.Second}, q)
 	job := fx.jobs[0]
 	lc, e := takeChained(t, svc, make(chan struct{}, 3), job, 300_000)
 	feed(e, fx.chunks[0].Data)
