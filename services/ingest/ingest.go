@@ -388,7 +388,9 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 	}
 	var live *liveChunks
 	if lo, ok := s.pub.(LiveOfferer); ok && s.cfg.Live && mayEncode(st.Profile, vp.Height) {
-		live = newLiveChunks(ctx, lo, queue.LiveOffer{StreamID: st.ID, SessionID: sess.id, Profile: st.Profile, Video: vp}, log)
+		// Offers outlive a shutdown (each is bounded by its attempts): a chunk cut just before
+		// it is still offered, and finished live, rather than left as a job for the next start.
+		live = newLiveChunks(context.WithoutCancel(ctx), lo, queue.LiveOffer{StreamID: st.ID, SessionID: sess.id, Profile: st.Profile, Video: vp}, log)
 		defer live.close()
 	}
 	var fail error
