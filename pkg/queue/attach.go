@@ -43,17 +43,15 @@ func (c *Conn) inlineMax() int {
 	return max(0, mp-inlineRoom)
 }
 
-// encodeMsg appends a message's body to dst and returns it, with its header when it carries
-// bytes. With a nil dst a body with bytes is its JSON with the bytes appended: for one piece
-// (a chunk), one allocation whose copied part is not zeroed first.
+// encodeMsg returns a message's body, with its header when it carries bytes. The body of a
+// message with bytes is built in dst when dst is not nil (a reused buffer); with a nil dst it
+// is its JSON with the bytes appended: for one piece (a chunk), one allocation whose copied
+// part is not zeroed first. A message without bytes is its JSON alone.
 func encodeMsg(dst []byte, v any) ([]byte, nats.Header, error) {
 	a, ok := v.(attacher)
 	if !ok {
 		j, err := json.Marshal(v)
-		if err != nil || dst == nil {
-			return j, nil, err
-		}
-		return append(dst[:0], j...), nil, nil
+		return j, nil, err
 	}
 	jv, parts := a.detach()
 	j, err := json.Marshal(jv)
