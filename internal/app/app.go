@@ -112,6 +112,7 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 
 	g, gctx := errgroup.WithContext(ctx)
+	var roles []stage // in the media's order
 	var checks []func(context.Context) error
 	checks = append(checks, q.Check)
 	if a.store != nil {
@@ -141,7 +142,7 @@ func (a *App) Run(ctx context.Context) error {
 			}
 			return nil
 		})
-		g.Go(func() error { return svc.Run(gctx) })
+		roles = append(roles, stage{name: "ingest", run: svc.Run})
 	}
 	if cfg.runs("transcoder") {
 		svc := transcoder.New(transcoder.Config{Concurrency: cfg.TranscoderConcurrency, DefaultProfile: cfg.Profile,
@@ -156,7 +157,7 @@ func (a *App) Run(ctx context.Context) error {
 			func() float64 { return float64(svc.ChainsStarted()) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_failed_chunks_total", Help: "Chunks given up as gaps."},
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
-		g.Go(func() error { return svc.Run(gctx) })
+		roles = append(roles, stage{name: "transcoder", run: svc.Run})
 	}
 	if cfg.runs("packager") {
 		kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,8 +176,13 @@ func (a *App) Run(ctx context.Context) error {
 			func() float64 { _, gp, _ := svc.Stats(); return float64(gp) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_storage_put_failures_total", Help: "Storage writes that failed and were retried."},
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
-		g.Go(func() error { return svc.Run(gctx) })
+		st := stage{name: "packager", run: svc.Run}
+		if cfg.runs("transcoder") {
+			st.settle = a.segmentsListed
+		}
+		roles = append(roles, st)
 	}
+	runStages(g, gctx, a.log, roles)
 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -287,3 +293,70 @@ func loadOrCreateToken(path string) (string, error) {
 
 // NATSURL is the URL of the NATS server the process uses (the embedded one's, if any).
 func (a *App) NATSURL() string { <-a.started; return a.q.ClientURL() }
+
+// stage is a role's Run, stopped in turn by runStages. settle, when set, runs just before the
+// stage is stopped, to let it take what the stages stopped before it left for it.
+type stage struct {
+	name   string
+	run    func(context.Context) error
+	settle func(context.Context)
+}
+
+// stageStopWait bounds how long runStages waits for one role to stop before it stops the next.
+const stageStopWait = 30 * time.Second
+
+// runStages runs the roles in g until ctx ends, then stops them one at a time in the media's
+// order: the ingest (its sessions end and hand their last chunks on), the transcoder (it
+// finishes them), the packager (it lists the last segments and closes the playlists). Stopped
+// all at once, the packager could stop before the last segments came, and the playlists of
+// streams that had ended would stay open until the next start.
+func runStages(g *errgroup.Group, ctx context.Context, log *slog.Logger, roles []stage) {
+	cancels := make([]context.CancelFunc, len(roles))
+	dones := make([]chan struct{}, len(roles))
+	for i, r := range roles {
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		cancels[i], dones[i] = cancel, make(chan struct{})
+		g.Go(func() error {
+			defer close(dones[i])
+			return r.run(rctx)
+		})
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		for i, r := range roles {
+			if r.settle != nil {
+				r.settle(context.WithoutCancel(ctx))
+			}
+			log.Debug("stopping role", "role", r.name)
+			cancels[i]()
+			select {
+			case <-dones[i]:
+			case <-time.After(stageStopWait):
+				log.Warn("role still stopping; stopping the next one meanwhile", "role", r.name, "waited", stageStopWait)
+			}
+		}
+		return nil
+	})
+}
+
+// segmentsListed waits, for up to 10 s, until no segment message waits for a packager: the
+// transcoder, stopped just before, has published the last segments of the sessions the
+// ingest ended.
+func (a *App) segmentsListed(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n, err := a.q.SegmentsWaiting(ctx)
+		if err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("stopping the packager with segments still waiting", "segments", n)
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -364,6 +364,24 @@ func (c *Conn) ConsumeSegments(ctx context.Context, n int, handler func(context.
 	return consume(ctx, c, SegmentsStream, packagerConsumer, n, handler)
 }
 
+// SegmentsWaiting is how many segment messages no packager has finished yet (taken or not):
+// a process stopping its roles in order waits for it to reach zero before it stops its packager.
+func (c *Conn) SegmentsWaiting(ctx context.Context) (uint64, error) {
+	var n uint64
+	for k := 0; k < c.cfg.Shards; k++ {
+		st, err := c.js.Stream(ctx, ShardStream(SegmentsStream, k, c.cfg.Shards))
+		if err != nil {
+			return 0, fmt.Errorf("queue: segments stream: %w", err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("queue: segments stream: %w", err)
+		}
+		n += info.State.Msgs // work-queue retention: a message leaves the stream when acked
+	}
+	return n, nil
+}
+
 // consume pulls from every shard. Each shard's puller fetches one message at a time while a
 // slot is free, so at most n handlers run and at most one message per shard waits for a slot.
 func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, handler func(context.Context, *Job[T])) error {
@@ -399,7 +417,7 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 					}
 					continue
 				}
-				for msg := range msgs.Messages() {
+				take := func(msg jetstream.Msg) {
 					job := &Job[T]{msg: msg}
 					if md, err := msg.Metadata(); err == nil {
 						job.Delivered = md.NumDelivered
@@ -407,7 +425,7 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 					if err := decodeMsg(msg.Headers(), msg.Data(), &job.Body); err != nil {
 						c.log.Error("rejecting undecodable message", "consumer", durable, "subject", msg.Subject(), "err", err)
 						_ = msg.TermWithReason(ErrUndecodable.Error())
-						continue
+						return
 					}
 					slots <- struct{}{} // may wait briefly if another shard took the last slot
 					var once sync.Once
@@ -430,6 +448,21 @@ func consume[T any](ctx context.Context, c *Conn, base, durable string, n int, h
 						}()
 						handler(ctx, job)
 					}()
+				}
+				for ch := msgs.Messages(); ch != nil; {
+					select {
+					case msg, ok := <-ch:
+						if !ok {
+							ch = nil
+							continue
+						}
+						take(msg)
+					case <-ctx.Done():
+						// Stopping: the fetch is left to expire on its own, so a stopping
+						// worker does not sit it out. A message it still brings is not
+						// taken, and JetStream redelivers it after its AckWait.
+						ch = nil
+					}
 				}
 				if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 					c.log.Debug("fetch ended", "consumer", durable, "err", err)

@@ -31,6 +31,7 @@ type gopcast struct {
 	rtmp   string // rtmp://127.0.0.1:PORT/live
 	public string
 	logs   *syncBuffer
+	stop   func() // stops it as SIGTERM does, and waits (at most 60 s); once
 }
 
 func startAll(t *testing.T, minio *testenv.MinIOServer, ffmpeg string, extra ...string) *gopcast {
@@ -57,7 +58,8 @@ func startAll(t *testing.T, minio *testenv.MinIOServer, ffmpeg string, extra ...
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
+	g := &gopcast{app: a, logs: logs}
+	g.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -67,11 +69,13 @@ func startAll(t *testing.T, minio *testenv.MinIOServer, ffmpeg string, extra ...
 		case <-time.After(60 * time.Second):
 			t.Errorf("gopcast all did not stop within 60s")
 		}
+	})
+	t.Cleanup(func() {
+		g.stop()
 		if t.Failed() {
 			t.Logf("gopcast logs:\n%s", logs.String())
 		}
 	})
-	g := &gopcast{app: a, logs: logs}
 	g.api = "http://" + a.HTTPAddr()
 	g.public = g.api + "/media"
 	if minio != nil {
