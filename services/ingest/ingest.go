@@ -337,6 +337,7 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 	ch, err := chunker.New(chunker.Config{
 		Target:   int64(s.cfg.ChunkTarget) * media.Timescale / int64(time.Second),
 		MaxBytes: s.cfg.MaxChunkBytes,
+		Buffer:   chunkBuffer,
 	}, vcfg, acfg)
 	if err != nil {
 		return err
@@ -402,10 +403,12 @@ func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (r
 			return
 		}
 		j := job(c)
+		sc := newSharedChunk(c.Data, 1)
 		if live != nil {
-			live.end(j, c.Data) // before the outbox, whose goroutine fills the job in
+			live.end(j, sc) // before the outbox, whose goroutine fills the job in
 		}
-		if !out.push(j, c.Data) {
+		if !out.push(j, sc) {
+			sc.release()
 			backlogFull = true
 			if fail == nil {
 				fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)

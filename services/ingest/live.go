@@ -95,7 +95,8 @@ func (l *liveChunks) update(open []chunker.Partial) {
 }
 
 // end hands a finished chunk's remaining bytes and its job to the transcoder that took it.
-func (l *liveChunks) end(job *queue.Chunk, data []byte) {
+// When it needs the bytes beyond this call, it holds them (sc.holders) until it is done.
+func (l *liveChunks) end(job *queue.Chunk, sc *sharedChunk) {
 	l.bitrate = job.SourceBitrate // the transcoder chooses the rungs from it
 	lc, ok := l.open[job.Seq]
 	if !ok {
@@ -103,7 +104,10 @@ func (l *liveChunks) end(job *queue.Chunk, data []byte) {
 	}
 	delete(l.open, job.Seq)
 	j := *job // the outbox's copy is the queue's to fill in
+	sc.holders.Add(1)
+	data := sc.data
 	finish := func() {
+		defer sc.release()
 		if lc.feed == nil {
 			return
 		}

@@ -25,15 +25,16 @@ type outbox struct {
 
 type outItem struct {
 	job  *queue.Chunk
-	data []byte
+	data *sharedChunk // released once the chunk is in JetStream (or dropped)
 }
 
 func newOutbox(pub Publisher, max int, log *slog.Logger) *outbox {
 	return &outbox{pub: pub, log: log, items: make(chan outItem, max)}
 }
 
-// push queues a chunk; false means the backlog is full.
-func (o *outbox) push(job *queue.Chunk, data []byte) bool {
+// push queues a chunk, taking over the caller's hold on its bytes; false means the backlog
+// is full, and the caller still holds them.
+func (o *outbox) push(job *queue.Chunk, data *sharedChunk) bool {
 	select {
 	case o.items <- outItem{job, data}:
 		o.mu.Lock()
@@ -60,7 +61,7 @@ func (o *outbox) run(ctx context.Context) {
 		backoff := 100 * time.Millisecond
 		for attempt := 1; ; attempt++ {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := o.pub.PublishChunk(pctx, it.job, it.data)
+			err := o.pub.PublishChunk(pctx, it.job, it.data.bytes())
 			cancel()
 			if err == nil {
 				break
@@ -78,6 +79,8 @@ func (o *outbox) run(ctx context.Context) {
 			t.Stop()
 			backoff = min(backoff*2, 5*time.Second)
 		}
+		it.job.Data = nil // the queue may have pointed the job at the bytes
+		it.data.release()
 		o.mu.Lock()
 		o.n--
 		o.mu.Unlock()

@@ -35,6 +35,10 @@ type Config struct {
 	Target int64
 	// MaxBytes bounds one chunk's size (memory per publisher) when keyframes are rare.
 	MaxBytes int
+	// Buffer, when set, gives the empty buffer a chunk is written to, with room for at least
+	// n bytes: a caller that recycles finished chunks' Data saves allocating (and the kernel
+	// faulting in) fresh memory for every chunk. Nil allocates.
+	Buffer func(n int) []byte
 }
 
 // Chunk is one finished chunk.
@@ -243,7 +247,14 @@ func (c *Chunker) Flush() []*Chunk {
 func (c *Chunker) open(dts int64) *builder {
 	// Chunks of a stream are about the same size: one allocation instead of a dozen
 	// doublings (and their copies) per chunk.
-	b := &builder{seq: c.seq, start: dts, buf: make([]byte, 0, c.lastSize+c.lastSize/4)}
+	n := c.lastSize + c.lastSize/4
+	var buf []byte
+	if c.cfg.Buffer != nil {
+		buf = c.cfg.Buffer(n)[:0]
+	} else {
+		buf = make([]byte, 0, n)
+	}
+	b := &builder{seq: c.seq, start: dts, buf: buf}
 	c.seq++
 	// New only fails on an audio config that New of the Chunker already accepted.
 	b.mux, _ = tsmux.New(c.asc)
