@@ -119,6 +119,8 @@ func (c *polledConn) Write(p []byte) (int, error) {
 			time.Sleep(writeRetry)
 		case werr != nil:
 			return done, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: werr}
+		default: // nothing written and no error: TCP does not do that, but looping on it would spin
+			return done, io.ErrShortWrite
 		}
 		_, _, err = c.state()
 	}
