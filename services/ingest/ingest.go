@@ -84,6 +84,8 @@ type Registry interface {
 
 // Publisher hands finished chunks and lifecycle events on.
 type Publisher interface {
+	// PublishChunk sends a chunk; it may not keep data after it returns (the ingest reuses
+	// the memory for later chunks).
 	PublishChunk(ctx context.Context, job *queue.Chunk, data []byte) error
 	PublishEvent(ctx context.Context, ev queue.Event) error
 }

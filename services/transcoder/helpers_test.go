@@ -71,7 +71,13 @@ func (q *fakeQueue) DeleteChunk(_ context.Context, job *queue.Chunk) error {
 func (q *fakeQueue) PublishSegment(_ context.Context, seg *queue.Segment) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.published = append(q.published, *seg)
+	// Like queue.Conn, keep a copy: the transcoder reuses the fragments' memory afterwards.
+	out := *seg
+	out.Renditions = slices.Clone(seg.Renditions)
+	for i := range out.Renditions {
+		out.Renditions[i].MediaData = bytes.Clone(out.Renditions[i].MediaData)
+	}
+	q.published = append(q.published, out)
 	return nil
 }
 

@@ -277,7 +277,9 @@ func (e *liveEncode) finish(job *queue.Chunk) {
 		e.log.Warn("live chunk failed; its job will be encoded", "err", err)
 		return
 	}
-	if err := e.s.q.PublishSegment(ctx, seg); err != nil {
+	err = e.s.q.PublishSegment(ctx, seg)
+	recycleFragments(seg)
+	if err != nil {
 		e.log.Warn("live chunk: publishing its segment failed; its job will be encoded", "err", err)
 		return
 	}

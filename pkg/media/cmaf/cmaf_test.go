@@ -639,3 +639,48 @@ func TestInitSizes(t *testing.T) {
 			mp4a.SampleRate, mp4a.Esds.DecConfigDescriptor.DecSpecificInfo.DecConfig)
 	}
 }
+
+// The Append forms write what the plain ones return, after dst's bytes, and the same into a
+// reused buffer holding an earlier, larger fragment.
+func TestAppendFragments(t *testing.T) {
+	d, err := Demux(mustSource(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := d.Video[len(d.Video)-1].DTS + 3000
+	want, err := VideoFragment(1, d.Video, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := AppendVideoFragment([]byte("prefix"), 1, d.Video, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append([]byte("prefix"), want...)) {
+		t.Error("AppendVideoFragment after a prefix differs from VideoFragment")
+	}
+	small, err := VideoFragment(2, d.Video[:60], d.Video[60].DTS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reused, err := AppendVideoFragment(want[:0], 2, d.Video[:60], d.Video[60].DTS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(reused, small) || &reused[0] != &want[0] {
+		t.Error("AppendVideoFragment into a reused, large enough buffer: different bytes or new memory")
+	}
+
+	origin := d.Audio[0].PTS
+	wantA, err := AudioFragment(1, d.Audio, *d.AAC, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotA, err := AppendAudioFragment([]byte("prefix"), 1, d.Audio, *d.AAC, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gotA, append([]byte("prefix"), wantA...)) {
+		t.Error("AppendAudioFragment after a prefix differs from AudioFragment")
+	}
+}

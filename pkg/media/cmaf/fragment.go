@@ -34,6 +34,12 @@ const defaultFrameDuration = media.Timescale / 30
 // with 4-byte lengths, without access unit delimiters, SPS or PPS: the avc1 sample entry carries
 // the parameter sets.
 func VideoFragment(seq uint32, frames []media.VideoFrame, end int64) ([]byte, error) {
+	return AppendVideoFragment(nil, seq, frames, end)
+}
+
+// AppendVideoFragment is VideoFragment appending the segment to dst: a caller that reuses its
+// buffers saves allocating (and zeroing) a segment's worth of memory per fragment.
+func AppendVideoFragment(dst []byte, seq uint32, frames []media.VideoFrame, end int64) ([]byte, error) {
 	if len(frames) == 0 {
 		return nil, fmt.Errorf("%w: video fragment %d has no frames", ErrInvalidInput, seq)
 	}
@@ -90,7 +96,7 @@ func VideoFragment(seq uint32, frames []media.VideoFrame, end int64) ([]byte, er
 		})
 	}
 	frag.Mdat.SetLazyDataSize(uint64(total))
-	out, err := encodeFragment(frag)
+	out, err := encodeFragment(dst, frag)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +123,11 @@ func VideoFragment(seq uint32, frames []media.VideoFrame, end int64) ([]byte, er
 // contiguous by construction, so the true timeline is origin + k×N: snapping to that grid makes
 // every fragment, from whichever worker, start exactly where the previous one ended.
 func AudioFragment(seq uint32, frames []media.AudioFrame, cfg media.AACConfig, origin int64) ([]byte, error) {
+	return AppendAudioFragment(nil, seq, frames, cfg, origin)
+}
+
+// AppendAudioFragment is AudioFragment appending the segment to dst.
+func AppendAudioFragment(dst []byte, seq uint32, frames []media.AudioFrame, cfg media.AACConfig, origin int64) ([]byte, error) {
 	if len(frames) == 0 {
 		return nil, fmt.Errorf("%w: audio fragment %d has no frames", ErrInvalidInput, seq)
 	}
@@ -143,7 +154,7 @@ func AudioFragment(seq uint32, frames []media.AudioFrame, cfg media.AACConfig, o
 			Data:       f.Data,
 		})
 	}
-	return encodeFragment(frag)
+	return encodeFragment(dst, frag)
 }
 
 // audioDecodeTime is the tfdt AudioFragment gives a fragment whose first frame has PTS pts, in a
@@ -219,14 +230,14 @@ func keptInSample(n []byte) bool {
 	return true
 }
 
-func encodeFragment(frag *mp4.Fragment) ([]byte, error) {
+func encodeFragment(dst []byte, frag *mp4.Fragment) ([]byte, error) {
 	styp := mp4.CreateStyp()
-	var buf bytes.Buffer
+	buf := bytes.NewBuffer(dst)
 	buf.Grow(int(styp.Size() + frag.Size()))
-	if err := styp.Encode(&buf); err != nil {
+	if err := styp.Encode(buf); err != nil {
 		return nil, fmt.Errorf("encode styp: %w", err)
 	}
-	if err := frag.Encode(&buf); err != nil {
+	if err := frag.Encode(buf); err != nil {
 		return nil, fmt.Errorf("encode fragment: %w", err)
 	}
 	return buf.Bytes(), nil

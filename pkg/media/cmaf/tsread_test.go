@@ -94,11 +94,23 @@ func BenchmarkVideoFragment(b *testing.B) {
 		b.Fatal(err)
 	}
 	end := dem.Video[len(dem.Video)-1].DTS + 3000
-	b.SetBytes(int64(len(ts)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := VideoFragment(1, dem.Video, end); err != nil {
-			b.Fatal(err)
+	b.Run("fresh", func(b *testing.B) {
+		b.SetBytes(int64(len(ts)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := VideoFragment(1, dem.Video, end); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("reused", func(b *testing.B) { // as the transcoder writes them
+		b.SetBytes(int64(len(ts)))
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			if buf, err = AppendVideoFragment(buf[:0], 1, dem.Video, end); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
