@@ -2,10 +2,11 @@ package e2e
 
 import (
 	"context"
+	"maps"
 	"math"
 	"net/http"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,11 +79,7 @@ func TestPublishToAdaptiveHLS(t *testing.T) {
 	starts := map[string][]float64{}
 	for _, r := range rends {
 		seen := w.seen[r]
-		ns := make([]uint64, 0, len(seen))
-		for n := range seen {
-			ns = append(ns, n)
-		}
-		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+		ns := slices.Sorted(maps.Keys(seen))
 		for i, n := range ns {
 			if n != uint64(i) {
 				t.Fatalf("%s: segment numbers seen %v: missing %d", r, ns, i)

@@ -1,8 +1,9 @@
 package e2e
 
 import (
+	"maps"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,11 +49,7 @@ func TestStopEndsStreams(t *testing.T) {
 	published := stopAt.Sub(pub.startTime()).Seconds()
 	count := -1
 	for r, seen := range w.seen {
-		ns := make([]uint64, 0, len(seen))
-		for n := range seen {
-			ns = append(ns, n)
-		}
-		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+		ns := slices.Sorted(maps.Keys(seen))
 		segs := make([]playlistSegment, 0, len(ns))
 		for i, n := range ns {
 			if n != uint64(i) {
