@@ -157,7 +157,11 @@ func (a *App) Run(ctx context.Context) error {
 			func() float64 { return float64(svc.ChainsStarted()) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_failed_chunks_total", Help: "Chunks given up as gaps."},
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
-		roles = append(roles, stage{name: "transcoder", run: svc.Run})
+		st := stage{name: "transcoder", run: svc.Run}
+		if cfg.runs("ingest") {
+			st.settle = a.drained(queue.ChunksStream, "chunk jobs", 15*time.Second)
+		}
+		roles = append(roles, st)
 	}
 	if cfg.runs("packager") {
 		kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -178,7 +182,7 @@ func (a *App) Run(ctx context.Context) error {
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
 		st := stage{name: "packager", run: svc.Run}
 		if cfg.runs("transcoder") {
-			st.settle = a.segmentsListed
+			st.settle = a.drained(queue.SegmentsStream, "segments", 10*time.Second)
 		}
 		roles = append(roles, st)
 	}
@@ -306,10 +310,10 @@ type stage struct {
 const stageStopWait = 30 * time.Second
 
 // runStages runs the roles in g until ctx ends, then stops them one at a time in the media's
-// order: the ingest (its sessions end and hand their last chunks on), the transcoder (it
-// finishes them), the packager (it lists the last segments and closes the playlists). Stopped
-// all at once, the packager could stop before the last segments came, and the playlists of
-// streams that had ended would stay open until the next start.
+// order: the ingest (its sessions end and hand their last chunks on), the transcoder once no
+// chunk job waits (it finishes them), the packager once no segment waits (it lists them and
+// closes the playlists). Stopped all at once, the packager could stop before the last segments
+// came, and the playlists of streams that had ended would stay open until the next start.
 func runStages(g *errgroup.Group, ctx context.Context, log *slog.Logger, roles []stage) {
 	cancels := make([]context.CancelFunc, len(roles))
 	dones := make([]chan struct{}, len(roles))
@@ -339,24 +343,28 @@ func runStages(g *errgroup.Group, ctx context.Context, log *slog.Logger, roles [
 	})
 }
 
-// segmentsListed waits, for up to 10 s, until no segment message waits for a packager: the
-// transcoder, stopped just before, has published the last segments of the sessions the
-// ingest ended.
-func (a *App) segmentsListed(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		n, err := a.q.SegmentsWaiting(ctx)
-		if err != nil || n == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			a.log.Warn("stopping the packager with segments still waiting", "segments", n)
-			return
-		case <-t.C:
+// drained returns a settle step that waits, for up to limit, until no message of a work stream
+// (queue.ChunksStream, queue.SegmentsStream) waits for the role about to be stopped: the roles
+// stopped before it (the ingest, then the transcoder) have handed over the last chunks and
+// segments of the sessions they ended. A backlog that takes longer is left in JetStream for
+// the next start.
+func (a *App) drained(stream, what string, limit time.Duration) func(context.Context) {
+	return func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			n, err := a.q.Waiting(ctx, stream)
+			if err != nil || n == 0 {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				a.log.Warn("stopping with work still waiting; it is done at the next start", "waiting", n, "what", what)
+				return
+			case <-t.C:
+			}
 		}
 	}
 }

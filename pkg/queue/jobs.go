@@ -364,18 +364,19 @@ func (c *Conn) ConsumeSegments(ctx context.Context, n int, handler func(context.
 	return consume(ctx, c, SegmentsStream, packagerConsumer, n, handler)
 }
 
-// SegmentsWaiting is how many segment messages no packager has finished yet (taken or not):
-// a process stopping its roles in order waits for it to reach zero before it stops its packager.
-func (c *Conn) SegmentsWaiting(ctx context.Context) (uint64, error) {
+// Waiting is how many messages of a work stream (ChunksStream or SegmentsStream) no worker has
+// finished yet, taken or not: a process stopping its roles in order waits for it to reach zero
+// before it stops the role that takes them.
+func (c *Conn) Waiting(ctx context.Context, base string) (uint64, error) {
 	var n uint64
 	for k := 0; k < c.cfg.Shards; k++ {
-		st, err := c.js.Stream(ctx, ShardStream(SegmentsStream, k, c.cfg.Shards))
+		st, err := c.js.Stream(ctx, ShardStream(base, k, c.cfg.Shards))
 		if err != nil {
-			return 0, fmt.Errorf("queue: segments stream: %w", err)
+			return 0, fmt.Errorf("queue: stream %s: %w", base, err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("queue: segments stream: %w", err)
+			return 0, fmt.Errorf("queue: stream %s: %w", base, err)
 		}
 		n += info.State.Msgs // work-queue retention: a message leaves the stream when acked
 	}
