@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"maps"
 	"math"
 	"net/http"
 	"path"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,11 +77,8 @@ func TestPublishToAdaptiveHLS(t *testing.T) {
 	starts := map[string][]float64{}
 	for _, r := range rends {
 		seen := w.seen[r]
-		ns := slices.Sorted(maps.Keys(seen))
-		for i, n := range ns {
-			if n != uint64(i) {
-				t.Fatalf("%s: segment numbers seen %v: missing %d", r, ns, i)
-			}
+		ns := contiguous(t, r, seen)
+		for _, n := range ns {
 			if seen[n].gap {
 				t.Errorf("%s: segment %d is a gap", r, n)
 			}
@@ -103,13 +98,7 @@ func TestPublishToAdaptiveHLS(t *testing.T) {
 			t.Errorf("%s: playlist durations add to %.2f s for %d s published", r, total, seconds)
 		}
 
-		whole, files := fetchRendition(t, w.base, r, "init.mp4", segs)
-		if msg := decodeErrors(t, ffmpeg, whole); msg != "" {
-			t.Errorf("%s: decoding reported errors:\n%s", r, msg)
-		}
-		pk := probePackets(t, ffprobe, whole)
-		checkContinuity(t, r, pk)
-		span := pk[len(pk)-1].DTS + pk[len(pk)-1].Duration - pk[0].DTS
+		pk, files, span := playRendition(t, ffmpeg, ffprobe, w.base, r, segs, false)
 		if math.Abs(span-seconds) > 2.1 {
 			t.Errorf("%s: media spans %.2f s for %d s published", r, span, seconds)
 		}

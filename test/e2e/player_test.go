@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -352,6 +354,37 @@ func continuity(t *testing.T, rend string, pk []packet, cutTail int) {
 			t.Errorf("%s: presentation step %.4f s at %.3f s (frame %.4f s)", rend, step, pts[i], frame)
 		}
 	}
+}
+
+// contiguous returns a rendition's segment numbers in order, and fails the test unless they run
+// from 0 without a hole.
+func contiguous(t *testing.T, rend string, seen map[uint64]playlistSegment) []uint64 {
+	t.Helper()
+	ns := slices.Sorted(maps.Keys(seen))
+	for i, n := range ns {
+		if n != uint64(i) {
+			t.Fatalf("%s: segment numbers seen %v: missing %d", rend, ns, i)
+		}
+	}
+	return ns
+}
+
+// playRendition fetches segs of a rendition as a player would, checks that they decode without
+// an error and that their timeline is continuous (checkContinuityCut when cut), and returns the
+// packets, each segment's file and the media's span in seconds.
+func playRendition(t *testing.T, ffmpeg, ffprobe, base, rend string, segs []playlistSegment, cut bool) (pk []packet, files []string, span float64) {
+	t.Helper()
+	whole, files := fetchRendition(t, base, rend, "init.mp4", segs)
+	if msg := decodeErrors(t, ffmpeg, whole); msg != "" {
+		t.Errorf("%s: decoding reported errors:\n%s", rend, msg)
+	}
+	pk = probePackets(t, ffprobe, whole)
+	if cut {
+		checkContinuityCut(t, rend, pk)
+	} else {
+		checkContinuity(t, rend, pk)
+	}
+	return pk, files, pk[len(pk)-1].DTS + pk[len(pk)-1].Duration - pk[0].DTS
 }
 
 // cutHole reports whether a step fromEnd steps before the end of cut-off media is a hole the
