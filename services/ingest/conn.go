@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"net"
-	"time"
 )
 
 // readBuffer is how much of the publisher's bytes one read from the socket may take.
@@ -22,10 +21,4 @@ type publisherConn struct {
 
 func newPublisherConn(conn net.Conn) *publisherConn {
 	return &publisherConn{Reader: bufio.NewReaderSize(conn, readBuffer), Writer: conn}
-}
-
-// untilNextTick is the time from now to the next multiple of period on the wall clock.
-func untilNextTick(now time.Time, period time.Duration) time.Duration {
-	ns := now.UnixNano()
-	return time.Duration(period.Nanoseconds() - ns%period.Nanoseconds())
 }

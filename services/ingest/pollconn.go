@@ -183,3 +183,9 @@ func (c *polledConn) release() {
 		c.fd = -2 // released: still "polled", so a late call fails rather than touching the poller
 	}
 }
+
+// untilNextTick is the time from now to the next multiple of period on the wall clock.
+func untilNextTick(now time.Time, period time.Duration) time.Duration {
+	ns := now.UnixNano()
+	return time.Duration(period.Nanoseconds() - ns%period.Nanoseconds())
+}
