@@ -66,7 +66,8 @@ type LiveOffer struct {
 	Seq       uint64       `json:"seq"`
 	Profile   string       `json:"profile,omitempty"`
 	Video     *VideoParams `json:"video,omitempty"`
-	// Bitrate is the stream's bits/s over its previous chunk (0: unknown), for rung selection.
+	// Bitrate is the session's source bits/s, as Chunk.SourceBitrate (0: not known yet), for rung
+	// selection.
 	Bitrate int `json:"bitrate,omitempty"`
 	// Start is the chunk's start on the session timeline, as Chunk.Start (0: not said), so a
 	// transcoder can put consecutive chunks on one clock.

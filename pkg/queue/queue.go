@@ -2,9 +2,10 @@
 // object stores and key-value buckets the roles share, the message types that travel on them,
 // and the embedded server `gopcast all` runs when no NATS URL is configured.
 //
-// Media bytes never ride inside a message: a chunk or a rendition segment is put in a JetStream
-// object store (which splits it into 128 KiB messages, so a 20 Mbit/s source never meets the
-// NATS max payload) and a small job message names it (claim check).
+// Media bytes ride in the job's message when they fit the server's max payload (the JSON, then
+// the raw bytes; see encodeMsg). What does not fit is put in a JetStream object store (split
+// into messages of up to 1 MiB, so a 20 Mbit/s source never meets the max payload) and the
+// message names it (claim check).
 package queue
 
 import (
