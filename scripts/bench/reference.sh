@@ -32,13 +32,13 @@
 # segment's end. nginx-rtmp writes MPEG-TS segments; loadgen reads each segment's first video
 # DTS from its head (nginx adds 700 ms to the RTMP timestamps: --ts-offset), see cmd/loadgen.
 #
-# Usage: scripts/bench/reference.sh   (SECONDS_MEDIA=60 and STEPS up to 200: about 10 minutes
+# Usage: scripts/bench/reference.sh   (SECONDS_MEDIA=60 and STEPS up to 200: about 12 minutes
 #                                      on an idle 2-core machine, plus input generation once)
 # Environment:
 #   SECONDS_MEDIA (60)  media published per stream; INPUT_SECONDS (SECONDS_MEDIA) length of the
 #                       generated inputs (loadgen loops them)
 #   PASS, LADDER, SCALE (1): set 0 to skip a scenario
-#   STEPS ("1 25 50 100 200")  stream counts of the scale scenario
+#   STEPS ("1 10 20 25 50 100 200")  stream counts of the scale scenario
 #   LATE_S (2)          a step fails when a segment's delay exceeds this
 #   POLL (100ms), END_TIMEOUT (60s), SETTLE (10s)  loadgen's --poll, --end-timeout and --settle
 #                       (nginx-rtmp writes no EXT-X-ENDLIST: loadgen stops waiting for the
@@ -63,7 +63,7 @@ INPUT_SECONDS=${INPUT_SECONDS:-$SECONDS_MEDIA}
 PASS=${PASS:-1}
 LADDER=${LADDER:-1}
 SCALE=${SCALE:-1}
-STEPS=${STEPS:-1 25 50 100 200}
+STEPS=${STEPS:-1 10 20 25 50 100 200}
 LATE_S=${LATE_S:-2}
 POLL=${POLL:-100ms}
 END_TIMEOUT=${END_TIMEOUT:-60s}

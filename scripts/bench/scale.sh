@@ -33,13 +33,13 @@
 # cmd/loadgen). gopcast lists the audio as a rendition of its own, so it has twice as many
 # segments (and playlists to poll) per stream as nginx-rtmp's muxed MPEG-TS.
 #
-# Usage: scripts/bench/scale.sh   (SECONDS_MEDIA=60 and STEPS up to 200: about 10 minutes on an
+# Usage: scripts/bench/scale.sh   (SECONDS_MEDIA=60 and STEPS up to 200: about 12 minutes on an
 #                                  idle 2-core machine, plus input generation once)
 #        SECONDS_MEDIA=20 STEPS="1 3" QUIET_MAX=0 scripts/bench/scale.sh   # a short smoke run
 # Environment:
 #   SECONDS_MEDIA (60)  media published per stream; INPUT_SECONDS (SECONDS_MEDIA) length of the
 #                       generated input (loadgen loops it)
-#   STEPS ("1 25 50 100 200")  stream counts, in order
+#   STEPS ("1 10 20 25 50 100 200")  stream counts, in order
 #   LATE_S (2)          a step fails when a segment's delay exceeds this
 #   POLL (100ms), END_TIMEOUT (60s)  loadgen's --poll and --end-timeout (how long it waits for
 #                       EXT-X-ENDLIST after publishing; what is missing then is lost)
@@ -67,7 +67,7 @@ cd "$(dirname "$0")/../.."
 
 SECONDS_MEDIA=${SECONDS_MEDIA:-60}
 INPUT_SECONDS=${INPUT_SECONDS:-$SECONDS_MEDIA}
-STEPS=${STEPS:-1 25 50 100 200}
+STEPS=${STEPS:-1 10 20 25 50 100 200}
 LATE_S=${LATE_S:-2}
 POLL=${POLL:-100ms}
 END_TIMEOUT=${END_TIMEOUT:-60s}
