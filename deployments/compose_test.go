@@ -12,7 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gopcast/gopcast/pkg/queue"
 )
 
 // The part of the Compose specification (compose-spec.io) the compose file uses, decoded with
@@ -171,22 +174,28 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 
-	// NATS: the official image with JetStream on a named volume.
+	// NATS: the official image, configured by a file from the repository that nats-server's own
+	// parser accepts, with JetStream on a named volume and gopcast's max_payload.
 	nats, ok := cf.Services["nats"]
-	switch {
-	case !ok:
+	if !ok {
 		t.Fatal("no nats service")
-	case !strings.HasPrefix(nats.Image, "nats:2."):
+	}
+	if !strings.HasPrefix(nats.Image, "nats:2.") {
 		t.Errorf("nats: image %q, want the official nats:2.x image", nats.Image)
-	case !slices.Contains(nats.Command, "--jetstream") && !slices.Contains(nats.Command, "-js"):
-		t.Errorf("nats: JetStream not enabled: %v", nats.Command)
 	}
-	storeDir := argAfter(nats.Command, "--store_dir", "-sd")
-	if storeDir == "" || !hasVolumeAt(cf, nats.Volumes, storeDir) {
-		t.Errorf("nats: the JetStream store (%q) is not on a named volume (%v)", storeDir, nats.Volumes)
+	opts := composeNATSConfig(t, nats)
+	if !opts.JetStream {
+		t.Errorf("nats: JetStream not enabled")
 	}
-	if nats.Healthcheck == nil || !strings.Contains(strings.Join(nats.Healthcheck.Test, " "), "/healthz") {
-		t.Errorf("nats: no /healthz healthcheck")
+	if opts.StoreDir == "" || !hasVolumeAt(cf, nats.Volumes, opts.StoreDir) {
+		t.Errorf("nats: the JetStream store (%q) is not on a named volume (%v)", opts.StoreDir, nats.Volumes)
+	}
+	if opts.MaxPayload != queue.MaxPayload {
+		t.Errorf("nats: max_payload %d, want %d as gopcast's embedded server (queue.MaxPayload)", opts.MaxPayload, queue.MaxPayload)
+	}
+	healthz := fmt.Sprintf("127.0.0.1:%d/healthz", opts.HTTPPort)
+	if nats.Healthcheck == nil || !strings.Contains(strings.Join(nats.Healthcheck.Test, " "), healthz) {
+		t.Errorf("nats: no healthcheck on %s (the monitoring port the config sets)", healthz)
 	}
 	natsURL, err := url.Parse(env(roles["ingest"])["GOPCAST_NATS_URL"])
 	if err != nil || natsURL.Hostname() != "nats" || natsURL.Port() != "4222" {
@@ -314,6 +323,31 @@ func argAfter(args []string, names ...string) string {
 		}
 	}
 	return ""
+}
+
+// composeNATSConfig reads the nats service's configuration file (its --config, bind-mounted
+// from the compose directory) with nats-server's parser.
+func composeNATSConfig(t *testing.T, nats composeService) *server.Options {
+	t.Helper()
+	conf := argAfter(nats.Command, "--config", "-c")
+	if conf == "" {
+		t.Fatalf("nats: no --config in %v", nats.Command)
+	}
+	var src string
+	for _, v := range nats.Volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) >= 2 && parts[1] == conf && strings.HasPrefix(parts[0], "./") {
+			src = filepath.Join(filepath.Dir(composePath), parts[0])
+		}
+	}
+	if src == "" {
+		t.Fatalf("nats: %s is not bind-mounted from the compose directory (%v)", conf, nats.Volumes)
+	}
+	opts, err := server.ProcessConfigFile(src)
+	if err != nil {
+		t.Fatalf("nats: nats-server refuses %s: %v", src, err)
+	}
+	return opts
 }
 
 func hasVolumeAt(cf *composeFile, volumes []string, dir string) bool {

@@ -915,6 +915,9 @@ func checkNATS(t *testing.T, ov overlay, r *rendered, cfg gopcastConfig) {
 	if !opts.JetStream {
 		t.Errorf("nats: JetStream is off")
 	}
+	if opts.MaxPayload != queue.MaxPayload {
+		t.Errorf("nats: max_payload %d, want %d as gopcast's embedded server (queue.MaxPayload)", opts.MaxPayload, queue.MaxPayload)
+	}
 	mounted := func(dir string) bool {
 		return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == dir })
 	}

@@ -170,6 +170,12 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	return c, nil
 }
 
+// MaxPayload is the max_payload of the embedded server, and of the NATS configurations in
+// deployments/: chunk and segment bytes up to it ride in their job messages (attach.go), larger
+// ones in object stores. A server with nats-server's default (1 MB) works too, but a 2 s chunk
+// of a source above about 3.5 Mbit/s then takes the object store's extra round trips.
+const MaxPayload = 8 << 20
+
 func startEmbedded(cfg Config) (*server.Server, error) {
 	port := cfg.Port
 	if port == 0 {
@@ -183,9 +189,7 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      true,
-		// Chunk and segment bytes up to this ride in their job messages (attach.go), larger
-		// ones in object stores.
-		MaxPayload: 8 << 20,
+		MaxPayload: MaxPayload,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
