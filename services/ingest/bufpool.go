@@ -43,6 +43,9 @@ func (c *sharedChunk) bytes() []byte {
 	return c.data
 }
 
+// hold adds a holder, who lets go with release.
+func (c *sharedChunk) hold() { c.holders.Add(1) }
+
 // release lets go of the bytes.
 func (c *sharedChunk) release() {
 	if c == nil {

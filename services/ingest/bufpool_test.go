@@ -9,7 +9,7 @@ func TestSharedChunkReleasedByLastHolder(t *testing.T) {
 	}
 	data = append(data, "chunk"...)
 	sc := newSharedChunk(data, 1)
-	sc.holders.Add(1) // a live feed holds it too
+	sc.hold() // a live feed holds it too
 	sc.release()
 	if string(sc.bytes()) != "chunk" {
 		t.Fatalf("bytes %q after the first of two holders let go", sc.bytes())

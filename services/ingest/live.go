@@ -95,7 +95,7 @@ func (l *liveChunks) update(open []chunker.Partial) {
 }
 
 // end hands a finished chunk's remaining bytes and its job to the transcoder that took it.
-// When it needs the bytes beyond this call, it holds them (sc.holders) until it is done.
+// When it needs the bytes beyond this call, it holds them (sc.hold) until it is done.
 func (l *liveChunks) end(job *queue.Chunk, sc *sharedChunk) {
 	l.bitrate = job.SourceBitrate // the transcoder chooses the rungs from it
 	lc, ok := l.open[job.Seq]
@@ -104,7 +104,7 @@ func (l *liveChunks) end(job *queue.Chunk, sc *sharedChunk) {
 	}
 	delete(l.open, job.Seq)
 	j := *job // the outbox's copy is the queue's to fill in
-	sc.holders.Add(1)
+	sc.hold()
 	data := sc.data
 	finish := func() {
 		defer sc.release()
