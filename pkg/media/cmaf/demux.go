@@ -6,9 +6,10 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	mcmpegts "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 
 	"github.com/gopcast/gopcast/pkg/media"
+	"github.com/gopcast/gopcast/pkg/media/mpegts"
 )
 
 // Demuxed is the content of an MPEG-TS: the H.264 access units and AAC frames in file order,
@@ -38,11 +39,11 @@ func Demux(ts []byte) (*Demuxed, error) {
 	var otherVideo, otherAudio []string
 	for _, st := range streams {
 		switch {
-		case st.typ == stH264:
+		case st.Type == mpegts.StreamTypeH264:
 			if video == nil {
 				video = st
 			}
-		case st.typ == stAAC:
+		case st.Type == mpegts.StreamTypeAAC:
 			if audio == nil {
 				audio = st
 			}
@@ -149,10 +150,10 @@ func Demux(ts []byte) (*Demuxed, error) {
 }
 
 // timeline unwraps the 33-bit MPEG-TS clock. One decoder serves every stream so that their
-// relative timing is kept; mpegts.TimeDecoder counts from 0 at its first input, so that first
-// value is added back to return the file's own numbers.
+// relative timing is kept; mediacommon's TimeDecoder counts from 0 at its first input, so
+// that first value is added back to return the file's own numbers.
 type timeline struct {
-	dec     mpegts.TimeDecoder
+	dec     mcmpegts.TimeDecoder
 	started bool
 	first   int64
 }
@@ -167,28 +168,28 @@ func (t *timeline) decode(ts int64) int64 {
 // codecName names a stream type Demux does not take, for error messages; known is false for
 // streams that are neither audio nor video.
 func codecName(st *tsStream) (name string, isVideo, known bool) {
-	switch st.typ {
-	case stH265:
+	switch st.Type {
+	case mpegts.StreamTypeH265:
 		return "H.265/HEVC", true, true
-	case stMPEG4Video:
+	case mpegts.StreamTypeMPEG4Video:
 		return "MPEG-4 Part 2 video", true, true
-	case stMPEG1Video, stMPEG2Video:
+	case mpegts.StreamTypeMPEG1Video, mpegts.StreamTypeMPEG2Video:
 		return "MPEG-1/2 video", true, true
-	case stAACLATM:
+	case mpegts.StreamTypeAACLATM:
 		return "AAC in LATM", false, true
-	case stMPEG1Audio, stMPEG2Audio:
+	case mpegts.StreamTypeMPEG1Audio, mpegts.StreamTypeMPEG2Audio:
 		return "MPEG-1 audio (MP2/MP3)", false, true
-	case stAC3:
+	case mpegts.StreamTypeAC3:
 		return "AC-3", false, true
-	case stEAC3:
+	case mpegts.StreamTypeEAC3:
 		return "E-AC-3", false, true
-	case stPrivateData:
+	case mpegts.StreamTypePrivateData:
 		switch {
-		case hasRegistration(st.desc, "Opus"):
+		case hasRegistration(st.Descriptors, "Opus"):
 			return "Opus", false, true
-		case hasDescriptor(st.desc, 0x6a) || hasRegistration(st.desc, "AC-3"):
+		case hasDescriptor(st.Descriptors, 0x6a) || hasRegistration(st.Descriptors, "AC-3"):
 			return "AC-3", false, true
-		case hasDescriptor(st.desc, 0x7a) || hasRegistration(st.desc, "EAC3"):
+		case hasDescriptor(st.Descriptors, 0x7a) || hasRegistration(st.Descriptors, "EAC3"):
 			return "E-AC-3", false, true
 		}
 	}

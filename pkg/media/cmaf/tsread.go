@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/gopcast/gopcast/pkg/media/tsedit"
+	"github.com/gopcast/gopcast/pkg/media/mpegts"
 )
 
 // A transport stream reader of just what Demux needs: the first program's elementary streams
@@ -16,31 +16,11 @@ import (
 // added to it, which is quadratic in the PES size: a 100 KB keyframe is ~550 packets and ~27 MB
 // copied. Profiled under 20 passthrough streams, that demux was a tenth of the whole pipeline's
 // CPU. This reader appends each packet's payload once. Codec payloads are still parsed by
-// mediacommon (Annex-B, ADTS).
-
-const tsPacketSize = 188
-
-// MPEG-TS stream types (ISO/IEC 13818-1 table 2-34, and ATSC A/52 for AC-3).
-const (
-	stMPEG1Video  = 0x01
-	stMPEG2Video  = 0x02
-	stMPEG1Audio  = 0x03
-	stMPEG2Audio  = 0x04
-	stPrivateData = 0x06
-	stAAC         = 0x0f
-	stMPEG4Video  = 0x10
-	stAACLATM     = 0x11
-	stH264        = 0x1b
-	stH265        = 0x24
-	stAC3         = 0x81
-	stEAC3        = 0x87
-)
+// mediacommon (Annex-B, ADTS); packets, PSI and PES headers by package mpegts.
 
 // tsStream is one elementary stream of the program.
 type tsStream struct {
-	pid  uint16
-	typ  uint8
-	desc []byte // ES_info descriptors
+	mpegts.Stream
 	// The PES being gathered: its packets' payloads, joined once at its end into a buffer
 	// of its own (the frames returned alias it).
 	parts [][]byte
@@ -60,8 +40,8 @@ func readTS(ts []byte) ([]*tsStream, []pesPacket, error) {
 	if len(ts) == 0 {
 		return nil, nil, errors.New("empty")
 	}
-	if len(ts)%tsPacketSize != 0 {
-		return nil, nil, fmt.Errorf("%d bytes is not a whole number of %d-byte packets", len(ts), tsPacketSize)
+	if len(ts)%mpegts.PacketSize != 0 {
+		return nil, nil, fmt.Errorf("%d bytes is not a whole number of %d-byte packets", len(ts), mpegts.PacketSize)
 	}
 	var (
 		pmtPID  = -1
@@ -80,71 +60,56 @@ func readTS(ts []byte) ([]*tsStream, []pesPacket, error) {
 		st.parts, st.size = st.parts[:0], 0
 		p, err := parsePES(pes)
 		if err != nil {
-			return fmt.Errorf("PID %d: %w", st.pid, err)
+			return fmt.Errorf("PID %d: %w", st.PID, err)
 		}
 		p.stream = st
 		out = append(out, p)
 		return nil
 	}
-	for off := 0; off < len(ts); off += tsPacketSize {
-		pkt := ts[off : off+tsPacketSize]
-		if pkt[0] != 0x47 {
-			return nil, nil, fmt.Errorf("packet %d: no sync byte", off/tsPacketSize)
+	for off := 0; off < len(ts); off += mpegts.PacketSize {
+		pkt := ts[off : off+mpegts.PacketSize]
+		if pkt[0] != mpegts.SyncByte {
+			return nil, nil, fmt.Errorf("packet %d: no sync byte", off/mpegts.PacketSize)
 		}
-		pusi := pkt[1]&0x40 != 0
-		pid := uint16(pkt[1]&0x1f)<<8 | uint16(pkt[2])
-		afc := pkt[3] >> 4 & 3
-		payload := pkt[4:]
-		if afc&2 != 0 {
-			n := int(payload[0])
-			if 1+n > len(payload) {
-				return nil, nil, fmt.Errorf("packet %d: adaptation field of %d bytes", off/tsPacketSize, n)
-			}
-			payload = payload[1+n:]
+		_, payload, err := mpegts.Split(pkt)
+		if err != nil {
+			return nil, nil, fmt.Errorf("packet %d: %w", off/mpegts.PacketSize, err)
 		}
-		if afc&1 == 0 || len(payload) == 0 {
+		if len(payload) == 0 {
 			continue
 		}
+		pid, start := mpegts.PID(pkt), mpegts.StartsUnit(pkt)
 		switch {
-		case pid == 0:
-			if !pusi || pmtPID >= 0 {
+		case pid == mpegts.PIDPAT:
+			if !start || pmtPID >= 0 {
 				continue
 			}
-			sec, err := psiSection(payload, 0x00)
+			sec, err := mpegts.Section(payload, mpegts.TableIDPAT)
 			if err != nil {
 				return nil, nil, fmt.Errorf("PAT: %w", err)
 			}
-			// table_id, section_length, transport_stream_id, version, section numbers: 8 bytes.
-			for p := 8; p+4 <= len(sec); p += 4 {
-				if program := binary.BigEndian.Uint16(sec[p:]); program != 0 {
-					pmtPID = int(binary.BigEndian.Uint16(sec[p+2:]) & 0x1fff)
+			for prog := range mpegts.Programs(sec) {
+				if prog.Number != 0 { // 0 is the network PID
+					pmtPID = int(prog.PMTPID)
 					break
 				}
 			}
 		case int(pid) == pmtPID:
-			if !pusi || streams != nil {
+			if !start || streams != nil {
 				continue
 			}
-			sec, err := psiSection(payload, 0x02)
+			sec, err := mpegts.Section(payload, mpegts.TableIDPMT)
 			if err != nil {
 				return nil, nil, fmt.Errorf("PMT: %w", err)
 			}
-			// 8 bytes of header as the PAT's, PCR_PID, program_info_length and its descriptors.
-			if len(sec) < 12 {
-				return nil, nil, errors.New("PMT: short section")
-			}
-			p := 12 + int(binary.BigEndian.Uint16(sec[10:])&0x0fff)
-			for p+5 <= len(sec) {
-				es := &tsStream{typ: sec[p], pid: binary.BigEndian.Uint16(sec[p+1:]) & 0x1fff}
-				n := int(binary.BigEndian.Uint16(sec[p+3:]) & 0x0fff)
-				if p+5+n > len(sec) {
-					return nil, nil, errors.New("PMT: descriptors overrun the section")
+			for es, err := range mpegts.Streams(sec) {
+				if err != nil {
+					return nil, nil, fmt.Errorf("PMT: %w", err)
 				}
-				es.desc = sec[p+5 : p+5+n]
-				p += 5 + n
-				if byPID[es.pid] == nil {
-					streams = append(streams, es)
-					byPID[es.pid] = es
+				if byPID[es.PID] == nil {
+					st := &tsStream{Stream: es}
+					streams = append(streams, st)
+					byPID[es.PID] = st
 				}
 			}
 			if streams == nil {
@@ -155,7 +120,7 @@ func readTS(ts []byte) ([]*tsStream, []pesPacket, error) {
 			if st == nil {
 				continue
 			}
-			if pusi {
+			if start {
 				if err := flush(st); err != nil {
 					return nil, nil, err
 				}
@@ -178,31 +143,11 @@ func readTS(ts []byte) ([]*tsStream, []pesPacket, error) {
 	return streams, out, nil
 }
 
-// psiSection returns the section (from table_id up to, not including, the CRC) that starts in
-// payload, which must hold it whole (gopcast's chunks and ffmpeg's PSI are one packet).
-func psiSection(payload []byte, tableID byte) ([]byte, error) {
-	ptr := int(payload[0])
-	if 1+ptr+3 > len(payload) {
-		return nil, errors.New("pointer field past the packet")
-	}
-	sec := payload[1+ptr:]
-	if sec[0] != tableID {
-		return nil, fmt.Errorf("table id %#x, want %#x", sec[0], tableID)
-	}
-	n := int(binary.BigEndian.Uint16(sec[1:]) & 0x0fff)
-	if 3+n > len(sec) {
-		return nil, errors.New("section spans packets")
-	}
-	if n < 4+5 {
-		return nil, errors.New("short section")
-	}
-	return sec[:3+n-4], nil
-}
-
 // parsePES reads a PES packet's header.
 func parsePES(b []byte) (pesPacket, error) {
-	if len(b) < 9 || b[0] != 0 || b[1] != 0 || b[2] != 1 {
-		return pesPacket{}, errors.New("PES without a start code")
+	h, err := mpegts.ParsePESHeader(b)
+	if err != nil {
+		return pesPacket{}, err
 	}
 	if length := int(binary.BigEndian.Uint16(b[4:])); length != 0 {
 		if 6+length > len(b) {
@@ -210,28 +155,17 @@ func parsePES(b []byte) (pesPacket, error) {
 		}
 		b = b[:6+length]
 	}
-	flags, hlen := b[7]>>6, int(b[8])
-	if 9+hlen > len(b) {
+	switch {
+	case h.DataOffset > len(b):
 		return pesPacket{}, errors.New("PES header past its data")
-	}
-	var p pesPacket
-	switch flags {
-	case 2:
-		if hlen < 5 {
-			return pesPacket{}, errors.New("PES header too short for its PTS")
-		}
-		p.pts = tsedit.Time(b[9:])
-		p.dts = p.pts
-	case 3:
-		if hlen < 10 {
-			return pesPacket{}, errors.New("PES header too short for its PTS and DTS")
-		}
-		p.pts, p.dts = tsedit.Time(b[9:]), tsedit.Time(b[14:])
-	default:
+	case !h.HasPTS:
 		return pesPacket{}, errors.New("PES without a PTS")
+	case h.HasDTS && h.DataOffset < 9+10:
+		return pesPacket{}, errors.New("PES header too short for its PTS and DTS")
+	case h.DataOffset < 9+5:
+		return pesPacket{}, errors.New("PES header too short for its PTS")
 	}
-	p.data = b[9+hlen:]
-	return p, nil
+	return pesPacket{pts: h.PTS, dts: h.DTS, data: b[h.DataOffset:]}, nil
 }
 
 // hasRegistration reports whether descriptors hold a registration descriptor (tag 5) for id.

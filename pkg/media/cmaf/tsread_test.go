@@ -2,11 +2,14 @@ package cmaf
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+
+	"github.com/gopcast/gopcast/pkg/media/tsmux"
 )
 
 // A stream declared in the PMT that never carries a packet (the publisher's audio had not
@@ -113,4 +116,28 @@ func BenchmarkVideoFragment(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A PES whose PES_packet_length leaves less than its fixed header (1 or 2 bytes) is refused;
+// it used to index past the clipped packet and panic.
+func TestDemuxPESLengthInsideHeader(t *testing.T) {
+	m, err := tsmux.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := m.WriteH264(nil, 90000, 90000, true, [][]byte{{0x65, 0x88, 0x84}})
+	for off := 0; off < len(ts); off += 188 {
+		p := ts[off : off+188]
+		if int(p[1]&0x1f)<<8|int(p[2]) == tsmux.PIDVideo && p[1]&0x40 != 0 {
+			pes := p[4+1+int(p[4]):] // a keyframe's first packet has an adaptation field
+			for _, length := range []byte{1, 2} {
+				pes[4], pes[5] = 0, length
+				if _, err := Demux(ts); !errors.Is(err, ErrInvalidInput) {
+					t.Errorf("PES_packet_length %d: error %v, want ErrInvalidInput", length, err)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("no video PES")
 }

@@ -1,8 +1,9 @@
 package tsedit
 
 import (
-	"encoding/binary"
 	"fmt"
+
+	"github.com/gopcast/gopcast/pkg/media/mpegts"
 )
 
 // Cutter gathers a single-program transport stream, such as one ffmpeg writes, and cuts it
@@ -51,33 +52,32 @@ func (c *Cutter) Write(p []byte) error {
 func (c *Cutter) index() error {
 	for ; c.scan+PacketSize <= len(c.buf); c.scan += PacketSize {
 		pkt := c.buf[c.scan : c.scan+PacketSize]
-		if pkt[0] != 0x47 {
+		if pkt[0] != mpegts.SyncByte {
 			return fmt.Errorf("tsedit: at byte %d: %w", c.scan, ErrSync)
 		}
-		if pkt[1]&0x40 == 0 || pkt[3]>>4&1 == 0 {
-			continue // not the start of a payload unit
+		if !mpegts.StartsUnit(pkt) {
+			continue // most packets: passed over before their header is split
 		}
-		pid := int(pkt[1]&0x1f)<<8 | int(pkt[2])
-		payload := pkt[4:]
-		if pkt[3]>>4&2 != 0 {
-			n := int(payload[0])
-			if 1+n >= len(payload) {
-				continue
-			}
-			payload = payload[1+n:]
+		_, payload, err := mpegts.Split(pkt)
+		if err != nil || len(payload) == 0 {
+			continue
 		}
-		switch {
-		case pid == 0:
+		switch pid := int(mpegts.PID(pkt)); {
+		case pid == mpegts.PIDPAT:
 			c.pat = append(c.pat[:0], pkt...)
-			if sec := section(payload, 0x00); len(sec) >= 12 {
-				c.pmtPID = int(binary.BigEndian.Uint16(sec[10:]) & 0x1fff)
+			sec, _ := mpegts.Section(payload, mpegts.TableIDPAT) // nil if damaged
+			for prog := range mpegts.Programs(sec) {
+				c.pmtPID = int(prog.PMTPID) // a single-program stream: its first entry
+				break
 			}
 		case pid == c.pmtPID && c.pmtPID != 0:
 			c.pmt = append(c.pmt[:0], pkt...)
-			c.videoPID = videoPID(section(payload, 0x02))
+			sec, _ := mpegts.Section(payload, mpegts.TableIDPMT)
+			c.videoPID = videoPID(sec)
 		case pid == c.videoPID && c.videoPID != 0:
-			if len(payload) >= 14 && payload[0] == 0 && payload[1] == 0 && payload[2] == 1 && payload[7]>>7 == 1 {
-				c.starts = append(c.starts, start{off: c.scan, pts: Time(payload[9:14])})
+			// The PTS is read even when the DTS after it is cut off.
+			if pes, _ := mpegts.ParsePESHeader(payload); pes.HasPTS {
+				c.starts = append(c.starts, start{off: c.scan, pts: pes.PTS})
 			}
 		}
 	}
@@ -124,39 +124,15 @@ func (c *Cutter) piece(b []byte) []byte {
 	return append(out, b...)
 }
 
-// section returns the PSI section (up to its CRC) starting in payload with tableID, or nil.
-func section(payload []byte, tableID byte) []byte {
-	if len(payload) < 1 {
-		return nil
-	}
-	ptr := int(payload[0])
-	if 1+ptr+3 > len(payload) {
-		return nil
-	}
-	sec := payload[1+ptr:]
-	if sec[0] != tableID {
-		return nil
-	}
-	n := int(binary.BigEndian.Uint16(sec[1:]) & 0x0fff)
-	if n < 9 || 3+n > len(sec) {
-		return nil
-	}
-	return sec[:3+n-4]
-}
-
-// videoPID returns the PID of the first video stream a PMT section lists (0 if none).
-func videoPID(sec []byte) int {
-	if len(sec) < 12 {
-		return 0
-	}
-	p := 12 + int(binary.BigEndian.Uint16(sec[10:])&0x0fff)
-	for p+5 <= len(sec) {
-		typ, pid := sec[p], int(binary.BigEndian.Uint16(sec[p+1:])&0x1fff)
-		switch typ {
-		case 0x01, 0x02, 0x10, 0x1b, 0x24: // MPEG-1/2, MPEG-4 part 2, H.264, H.265 video
-			return pid
+// videoPID returns the PID of the first video stream a PMT section lists (0 if none). What
+// can be read of a damaged section is used: the stream is passed on as it is.
+func videoPID(pmt []byte) int {
+	for es := range mpegts.Streams(pmt) {
+		switch es.Type {
+		case mpegts.StreamTypeMPEG1Video, mpegts.StreamTypeMPEG2Video, mpegts.StreamTypeMPEG4Video,
+			mpegts.StreamTypeH264, mpegts.StreamTypeH265:
+			return int(es.PID)
 		}
-		p += 5 + int(binary.BigEndian.Uint16(sec[p+3:])&0x0fff)
 	}
 	return 0
 }

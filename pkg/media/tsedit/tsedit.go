@@ -11,13 +11,14 @@
 package tsedit
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/gopcast/gopcast/pkg/media/mpegts"
 )
 
 // PacketSize is the size of an MPEG-TS packet.
-const PacketSize = 188
+const PacketSize = mpegts.PacketSize
 
 // wrap is the period of MPEG-TS's 33-bit clock.
 const wrap = 1 << 33
@@ -72,106 +73,63 @@ func (s *Shifter) Shift(p []byte) ([]byte, error) {
 func (s *Shifter) Pending() int { return len(s.rest) }
 
 func (s *Shifter) packet(pkt []byte) error {
-	if pkt[0] != 0x47 {
+	if pkt[0] != mpegts.SyncByte {
 		return ErrSync
 	}
-	pid := uint16(pkt[1]&0x1f)<<8 | uint16(pkt[2])
-	afc := pkt[3] >> 4 & 3
-	if s.Renumber && afc&1 != 0 && pid != 0x1fff {
+	pid := mpegts.PID(pkt)
+	// The continuity counter is renumbered before the adaptation field is looked at, so also
+	// in a packet whose adaptation field is damaged.
+	if s.Renumber && mpegts.HasPayload(pkt) && pid != mpegts.PIDNull {
 		if s.cc == nil {
 			s.cc = make(map[uint16]uint8)
 		}
+		cc := mpegts.CC(pkt)
 		if next, ok := s.cc[pid]; ok {
-			pkt[3] = pkt[3]&0xf0 | next
+			cc = next
+			pkt[3] = pkt[3]&0xf0 | cc
 		}
-		s.cc[pid] = (pkt[3]&0x0f + 1) & 0x0f
+		s.cc[pid] = (cc + 1) & 0x0f
 	}
-	payload := pkt[4:]
-	if afc&2 != 0 {
-		n := int(payload[0])
-		if 1+n > len(payload) {
-			return fmt.Errorf("adaptation field of %d bytes", n)
-		}
-		if n >= 7 && payload[1]&0x10 != 0 { // PCR_flag
-			shiftPCR(payload[2:8], s.Delta)
-		}
-		payload = payload[1+n:]
+	af, payload, err := mpegts.Split(pkt)
+	if err != nil {
+		return err
 	}
-	if afc&1 == 0 || pkt[1]&0x40 == 0 || pid == 0 || pid == 0x1fff {
+	if pcr, ok := mpegts.PCR(af); ok {
+		mpegts.PutPCR(af, add(pcr, s.Delta))
+	}
+	if payload == nil || !mpegts.StartsUnit(pkt) { // payload is nil without the payload flag
 		return nil
 	}
-	pts, err := shiftPES(payload, s.Delta)
-	if err == nil && pts >= 0 && s.video < 0 && payload[3]&0xf0 == 0xe0 {
+	if pid == mpegts.PIDPAT || pid == mpegts.PIDNull {
+		return nil
+	}
+	// Only PES packets with the optional header have timestamps; ParsePESHeader reads one
+	// regardless. (A header cut short is reported whatever its stream id.)
+	if len(payload) >= 9 && !mpegts.HasOptionalHeader(payload[3]) {
+		return nil
+	}
+	pes, err := mpegts.ParsePESHeader(payload)
+	switch {
+	case err == mpegts.ErrNotPES: // a PSI section (a PMT on its PID); never wrapped
+		return nil
+	case err != nil:
+		return err
+	case !pes.HasPTS:
+		return nil
+	}
+	pts := add(pes.PTS, s.Delta)
+	mpegts.PutTimestamp(payload[9:14], pts)
+	if pes.HasDTS {
+		mpegts.PutTimestamp(payload[14:19], add(pes.DTS, s.Delta))
+	}
+	if s.video < 0 && pes.StreamID&0xf0 == 0xe0 { // video stream ids 0xe0-0xef
 		s.video = pts
 	}
-	return err
-}
-
-// shiftPES moves the PTS and DTS of the PES header that starts payload, if it has one, and
-// returns the new PTS (-1 if none).
-func shiftPES(b []byte, delta int64) (int64, error) {
-	if len(b) < 3 || b[0] != 0 || b[1] != 0 || b[2] != 1 {
-		return -1, nil // a PSI section (a PMT on its PID), not a PES
-	}
-	if len(b) < 9 {
-		return -1, errors.New("PES header cut short")
-	}
-	if !hasOptionalHeader(b[3]) {
-		return -1, nil
-	}
-	flags := b[7] >> 6
-	need := 0
-	switch flags {
-	case 2:
-		need = 14
-	case 3:
-		need = 19
-	default:
-		return -1, nil
-	}
-	if len(b) < need {
-		return -1, errors.New("PES timestamps past the packet")
-	}
-	pts := add(Time(b[9:14]), delta)
-	putTime(b[9:14], pts)
-	if flags == 3 {
-		putTime(b[14:19], add(Time(b[14:19]), delta))
-	}
-	return pts, nil
-}
-
-// hasOptionalHeader reports whether PES packets of stream id carry the optional header with
-// the timestamps (ISO/IEC 13818-1 2.4.3.7: all but the program stream map, padding, private 2,
-// ECM, EMM, directory and DSM-CC and H.222.1 type E).
-func hasOptionalHeader(id byte) bool {
-	switch id {
-	case 0xbc, 0xbe, 0xbf, 0xf0, 0xf1, 0xff, 0xf2, 0xf8:
-		return false
-	}
-	return true
+	return nil
 }
 
 // Time decodes a 33-bit PTS or DTS field (5 bytes).
-func Time(b []byte) int64 {
-	return int64(b[0]>>1&0x07)<<30 | int64(b[1])<<22 | int64(b[2]>>1)<<15 | int64(b[3])<<7 | int64(b[4]>>1)
-}
-
-// putTime encodes t into a PTS or DTS field, keeping its 4-bit prefix and marker bits.
-func putTime(b []byte, t int64) {
-	b[0] = b[0]&0xf1 | byte(t>>29)&0x0e
-	b[1] = byte(t >> 22)
-	b[2] = b[2]&0x01 | byte(t>>14)&0xfe
-	b[3] = byte(t >> 7)
-	b[4] = b[4]&0x01 | byte(t<<1)&0xfe
-}
-
-// shiftPCR moves the 33-bit base of a 6-byte PCR field; the 27 MHz extension is kept.
-func shiftPCR(b []byte, delta int64) {
-	base := int64(binary.BigEndian.Uint32(b))<<1 | int64(b[4]>>7)
-	base = add(base, delta)
-	binary.BigEndian.PutUint32(b, uint32(base>>1))
-	b[4] = b[4]&0x7f | byte(base&1)<<7
-}
+func Time(b []byte) int64 { return mpegts.Timestamp(b) }
 
 func add(t, delta int64) int64 {
 	return ((t+delta)%wrap + wrap) % wrap

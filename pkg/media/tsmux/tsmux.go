@@ -17,16 +17,18 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+
+	"github.com/gopcast/gopcast/pkg/media/mpegts"
 )
 
 // The stream's fixed identifiers.
 const (
-	PIDPAT   = 0
+	PIDPAT   = mpegts.PIDPAT
 	PIDVideo = 256
 	PIDAudio = 257
 	PIDPMT   = 0x1000
 
-	packetSize    = 188
+	packetSize    = mpegts.PacketSize
 	tablesPeriod  = 40   // PES packets between two repetitions of PAT and PMT
 	pcrPeriod     = 3    // video PES packets between two PCRs, keyframes aside
 	pcrBehind     = 9000 // 100 ms at 90 kHz: the PCR runs this far behind the decode time
@@ -69,23 +71,23 @@ func New(audio *mpeg4audio.AudioSpecificConfig) (*Muxer, error) {
 		}
 		copy(m.adts[:], hdr)
 	}
-	m.pat = psiPacket(PIDPAT, []byte{
+	m.pat = mpegts.PSIPacket(PIDPAT, mpegts.TableIDPAT, []byte{
 		0x00, 0x01, // transport_stream_id
 		0xc1, 0x00, 0x00, // version 0, current; section 0 of 0
 		0x00, 0x01, // program_number 1
 		0xe0 | PIDPMT>>8, PIDPMT & 0xff,
-	}, 0x00)
+	})
 	pmt := []byte{
 		0x00, 0x01, // program_number 1
 		0xc1, 0x00, 0x00,
 		0xe0 | PIDVideo>>8, PIDVideo & 0xff, // PCR_PID
 		0xf0, 0x00, // no program descriptors
-		0x1b, 0xe0 | PIDVideo>>8, PIDVideo & 0xff, 0xf0, 0x00, // H.264
+		mpegts.StreamTypeH264, 0xe0 | PIDVideo>>8, PIDVideo & 0xff, 0xf0, 0x00,
 	}
 	if m.audio {
-		pmt = append(pmt, 0x0f, 0xe0|PIDAudio>>8, PIDAudio&0xff, 0xf0, 0x00) // AAC in ADTS
+		pmt = append(pmt, mpegts.StreamTypeAAC, 0xe0|PIDAudio>>8, PIDAudio&0xff, 0xf0, 0x00)
 	}
-	m.pmt = psiPacket(PIDPMT, pmt, 0x02)
+	m.pmt = mpegts.PSIPacket(PIDPMT, mpegts.TableIDPMT, pmt)
 	return m, nil
 }
 
@@ -155,21 +157,12 @@ func (m *Muxer) pesHeader(streamID byte, pts, dts int64, payload int) []byte {
 	}
 	p = append(p, 0, 0, 1, streamID, byte(length>>8), byte(length), 0x80, flags, byte(hlen))
 	if dts != pts {
-		p = appendTimestamp(p, 0x3, pts)
-		p = appendTimestamp(p, 0x1, dts)
+		p = mpegts.AppendTimestamp(p, 0x3, pts)
+		p = mpegts.AppendTimestamp(p, 0x1, dts)
 	} else {
-		p = appendTimestamp(p, 0x2, pts)
+		p = mpegts.AppendTimestamp(p, 0x2, pts)
 	}
 	return p
-}
-
-func appendTimestamp(p []byte, prefix byte, ts int64) []byte {
-	return append(p,
-		prefix<<4|byte(ts>>29)&0x0e|1,
-		byte(ts>>22),
-		byte(ts>>14)|1,
-		byte(ts>>7),
-		byte(ts<<1)|1)
 }
 
 // tables writes PAT and PMT when due: at the start, before a keyframe, every tablesPeriod PES.
@@ -198,7 +191,7 @@ func packetize(dst []byte, pid uint16, cc *byte, payload []byte, rai bool, pcr i
 		start := len(dst)
 		dst = dst[:start+packetSize]
 		p := dst[start:]
-		p[0] = 0x47
+		p[0] = mpegts.SyncByte
 		p[1] = byte(pid >> 8)
 		if first {
 			p[1] |= 0x40 // payload_unit_start_indicator
@@ -216,9 +209,8 @@ func packetize(dst []byte, pid uint16, cc *byte, payload []byte, rai bool, pcr i
 			}
 			if pcr >= 0 {
 				af[0] |= 0x10
-				af = append(af,
-					byte(pcr>>25), byte(pcr>>17), byte(pcr>>9), byte(pcr>>1),
-					byte(pcr<<7)|0x7e, 0x00)
+				af = append(af, 0, 0, 0, 0, 0x7e, 0x00) // reserved bits, extension 0
+				mpegts.PutPCR(af, pcr)
 			}
 		}
 		space := packetSize - 4
@@ -265,38 +257,4 @@ func grow(b []byte, n int) []byte {
 	nb := make([]byte, len(b), 2*cap(b)+n)
 	copy(nb, b)
 	return nb
-}
-
-// psiPacket is a transport packet holding one PSI section (table id, then body, then CRC),
-// continuity counter 0.
-func psiPacket(pid uint16, body []byte, tableID byte) [packetSize]byte {
-	var p [packetSize]byte
-	for i := range p {
-		p[i] = 0xff
-	}
-	p[0], p[1], p[2], p[3] = 0x47, 0x40|byte(pid>>8), byte(pid), 0x10
-	p[4] = 0                // pointer_field
-	length := len(body) + 4 // body and CRC
-	sec := append([]byte{tableID, 0xb0 | byte(length>>8), byte(length)}, body...)
-	crc := crc32MPEG2(sec)
-	sec = append(sec, byte(crc>>24), byte(crc>>16), byte(crc>>8), byte(crc))
-	copy(p[5:], sec)
-	return p
-}
-
-// crc32MPEG2 is the CRC of PSI sections: polynomial 0x04C11DB7, MSB first, initial value all
-// ones, no final inversion.
-func crc32MPEG2(b []byte) uint32 {
-	crc := uint32(0xffffffff)
-	for _, c := range b {
-		crc ^= uint32(c) << 24
-		for range 8 {
-			if crc&0x80000000 != 0 {
-				crc = crc<<1 ^ 0x04c11db7
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }
