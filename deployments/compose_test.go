@@ -23,6 +23,7 @@ import (
 type composeFile struct {
 	Name     string                    `yaml:"name"`
 	XGopcast yaml.Node                 `yaml:"x-gopcast"`
+	XStorage yaml.Node                 `yaml:"x-storage"`
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]*struct{}      `yaml:"volumes"`
 }
@@ -120,6 +121,7 @@ func TestComposeFile(t *testing.T) {
 
 	// The four roles, each once, from one image built from the repository's Dockerfile.
 	roles := map[string]string{}
+	envs := map[string]map[string]string{}
 	var image string
 	for name, s := range cf.Services {
 		if s.Build == nil {
@@ -140,7 +142,8 @@ func TestComposeFile(t *testing.T) {
 		if abs, _ := filepath.Abs(df); abs != mustAbs(t, filepath.Join(repoRoot, "Dockerfile")) {
 			t.Errorf("%s: builds %s, not the repository's Dockerfile", where, df)
 		}
-		checkEnv(t, where, role, env(name))
+		envs[role] = env(name)
+		checkEnv(t, where, role, envs[role])
 		if s.Deploy != nil && s.Deploy.Replicas != nil && *s.Deploy.Replicas > 1 && len(s.Ports) > 0 {
 			t.Errorf("%s: %d replicas cannot all publish host ports %v", where, *s.Deploy.Replicas, s.Ports)
 		}
@@ -159,6 +162,7 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("no service runs gopcast %s", r)
 		}
 	}
+	checkAgreement(t, composePath, envs)
 	if tr := cf.Services[roles["transcoder"]]; tr.Deploy == nil || tr.Deploy.Replicas == nil || *tr.Deploy.Replicas < 2 {
 		t.Errorf("transcoder: want deploy.replicas of 2 or more (several workers share the queue)")
 	}
@@ -202,7 +206,8 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("GOPCAST_NATS_URL %v does not name the nats service's client port", natsURL)
 	}
 
-	// MinIO, its one-shot init, and the packager's bucket and credentials matching them.
+	// MinIO, its one-shot init, and the bucket and credentials of every role that writes media
+	// matching them.
 	minio, ok := cf.Services["minio"]
 	if !ok {
 		t.Fatal("no minio service")
@@ -242,27 +247,24 @@ func TestComposeFile(t *testing.T) {
 	script = strings.NewReplacer("$MINIO_ROOT_USER", me["MINIO_ROOT_USER"], "$MINIO_ROOT_PASSWORD", me["MINIO_ROOT_PASSWORD"],
 		"$BUCKET", ie["BUCKET"]).Replace(script)
 	bucket := pk["GOPCAST_S3_BUCKET"]
-	for _, want := range []string{
-		"mc alias set local http://minio:9000",
-		`mc mb --ignore-existing "local/` + bucket + `"`,
-		`mc anonymous set download "local/` + bucket + `/live"`,
-		`mc anonymous set download "local/` + bucket + `/vod"`,
-	} {
-		if !strings.Contains(script, want) {
-			t.Errorf("minio-init: script lacks %q:\n%s", want, script)
-		}
+	checkMinIOInit(t, "minio-init", script, "http://minio:9000", bucket)
+	if o := me["MINIO_API_CORS_ALLOW_ORIGIN"]; o != "" && o != "*" {
+		t.Errorf("minio: MINIO_API_CORS_ALLOW_ORIGIN %q overrides the CORS minio-init sets", o)
 	}
 	if ie["MINIO_ROOT_USER"] != me["MINIO_ROOT_USER"] || ie["MINIO_ROOT_PASSWORD"] != me["MINIO_ROOT_PASSWORD"] {
 		t.Errorf("minio-init's credentials differ from minio's")
 	}
-	if pk["GOPCAST_S3_ACCESS_KEY"] != me["MINIO_ROOT_USER"] || pk["GOPCAST_S3_SECRET_KEY"] != me["MINIO_ROOT_PASSWORD"] {
-		t.Errorf("packager's S3 keys differ from minio's root credentials")
-	}
-	if u, err := url.Parse(pk["GOPCAST_S3_ENDPOINT"]); err != nil || u.Host != "minio:9000" {
-		t.Errorf("packager: GOPCAST_S3_ENDPOINT %q is not the minio service", pk["GOPCAST_S3_ENDPOINT"])
-	}
-	if d := cf.Services[roles["packager"]].DependsOn["minio-init"]; d.Condition != "service_completed_successfully" {
-		t.Errorf("packager: must wait for minio-init to complete (the bucket must exist)")
+	for _, r := range mediaRoles {
+		re := env(roles[r])
+		if re["GOPCAST_S3_ACCESS_KEY"] != me["MINIO_ROOT_USER"] || re["GOPCAST_S3_SECRET_KEY"] != me["MINIO_ROOT_PASSWORD"] {
+			t.Errorf("%s's S3 keys differ from minio's root credentials", r)
+		}
+		if u, err := url.Parse(re["GOPCAST_S3_ENDPOINT"]); err != nil || u.Host != "minio:9000" {
+			t.Errorf("%s: GOPCAST_S3_ENDPOINT %q is not the minio service", r, re["GOPCAST_S3_ENDPOINT"])
+		}
+		if d := cf.Services[roles[r]].DependsOn["minio-init"]; d.Condition != "service_completed_successfully" {
+			t.Errorf("%s: must wait for minio-init to complete (the bucket must exist: gopcast checks it at start)", r)
+		}
 	}
 	// Players on the host fetch from the published MinIO port, in the bucket the packager fills.
 	for _, svc := range []string{roles["api"], roles["packager"]} {
@@ -309,10 +311,40 @@ func TestComposeReadme(t *testing.T) {
 		"rtmp://localhost:1935/live",
 		cf.Services["api"].Environment["GOPCAST_PUBLIC_BASE_URL"] + "/live/STREAM_ID/master.m3u8",
 		"http://localhost:8080/v1",
+		// The API refuses a body without it (415 Unsupported Media Type).
+		"-H 'Content-Type: application/json'",
 	} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("compose/README.md does not mention %q", want)
 		}
+	}
+}
+
+// checkMinIOInit checks the script that prepares MinIO for gopcast (compose's minio-init
+// service, the dev overlay's minio-init Job), with its variables already substituted: it
+// creates the bucket, lets anyone download live/ and vod/ (what players fetch) and lets MinIO
+// answer CORS for any origin, so browser players (hls.js, dash.js) on another origin can read
+// them.
+//
+// The MinIO release both use has no per-bucket CORS: its PutBucketCors handler is a dummy that
+// answers NotImplemented (cmd/dummy-handlers.go of RELEASE.2025-09-07T16-13-09Z), so
+// `mc cors set` would fail the script (sh -e) and every role waiting for it would never start.
+// CORS there is the server-wide api setting cors_allow_origin, applied without a restart.
+func checkMinIOInit(t *testing.T, where, script, endpoint, bucket string) {
+	t.Helper()
+	for _, want := range []string{
+		"mc alias set local " + endpoint,
+		`mc mb --ignore-existing "local/` + bucket + `"`,
+		`mc anonymous set download "local/` + bucket + `/live"`,
+		`mc anonymous set download "local/` + bucket + `/vod"`,
+		"mc admin config set local api cors_allow_origin='*'",
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("%s: script lacks %q:\n%s", where, want, script)
+		}
+	}
+	if strings.Contains(script, "mc cors set") {
+		t.Errorf("%s: `mc cors set` gets NotImplemented from this MinIO (no bucket CORS); set api cors_allow_origin instead", where)
 	}
 }
 

@@ -39,7 +39,7 @@ import (
 
 const (
 	namespace = "gopcast"
-	// transcoderConsumer is pkg/queue's durable consumer on the chunk work streams.
+	// transcoderConsumer is pkg/queue's durable consumer on the jobs streams (queue.JobsStream).
 	transcoderConsumer = "transcoders"
 	// secretName is the Secret every overlay provides (dev) or the operator creates (production,
 	// documented in k8s/README.md), with these keys.
@@ -367,7 +367,7 @@ func checkWorkloads(t *testing.T, ov overlay, r *rendered) {
 			t.Errorf("%s: terminationGracePeriodSeconds %d, want at least 60 to finish the chunks in flight", where, grace)
 		}
 		if role == "transcoder" && grace <= 120 {
-			t.Errorf("%s: terminationGracePeriodSeconds %d, want more than the transcoder's 2 min job timeout", where, grace)
+			t.Errorf("%s: terminationGracePeriodSeconds %d, want more than 2 min: a stopping transcoder finishes each session's chunk in hand (its encode bounded by a 1 min chunk timeout) before handing the session back", where, grace)
 		}
 		if role == "ingest" {
 			if p, ok := containerPort(c, "rtmp"); !ok || p != 1935 {
@@ -677,12 +677,14 @@ type gopcastConfig struct {
 
 func checkGopcastConfig(t *testing.T, ov overlay, r *rendered) gopcastConfig {
 	var cfg gopcastConfig
+	envs := map[string]map[string]string{}
 	for _, w := range r.workloads() {
 		role, c := gopcastRole(w)
 		if c == nil {
 			continue
 		}
 		env := envOf(r, c)
+		envs[role] = env
 		checkEnv(t, w.kind+"/"+w.name, role, env)
 		shards := 1
 		if s := env["GOPCAST_JETSTREAM_SHARDS"]; s != "" {
@@ -713,6 +715,7 @@ func checkGopcastConfig(t *testing.T, ov overlay, r *rendered) gopcastConfig {
 	if cfg.shards != ov.wantShards {
 		t.Errorf("JetStream shards %d, want %d", cfg.shards, ov.wantShards)
 	}
+	checkAgreement(t, ov.dir, envs)
 	return cfg
 }
 
@@ -785,10 +788,13 @@ func checkScaledObject(t *testing.T, name string, so *scaledObject, r *rendered,
 	if so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount < *so.Spec.MinReplicaCount {
 		t.Errorf("%s: maxReplicaCount below minReplicaCount", where)
 	}
-	// One nats-jetstream trigger per shard of the chunk work stream, on the transcoders' consumer.
+	// One nats-jetstream trigger per shard of the jobs stream, on the transcoders' consumer: its
+	// lag (pending + unacknowledged) is sessions waiting for a worker or being encoded, since a
+	// worker holds a session's job while the session lasts. The chunk streams hold bytes and no
+	// durable consumer, so KEDA would read their last sequence number instead.
 	wantStreams := map[string]bool{}
 	for k := range cfg.shards {
-		wantStreams[queue.ShardStream(queue.ChunksStream, k, cfg.shards)] = true
+		wantStreams[queue.ShardStream(queue.JobsStream, k, cfg.shards)] = true
 	}
 	var names []string
 	for i, tr := range so.Spec.Triggers {
@@ -804,7 +810,7 @@ func checkScaledObject(t *testing.T, name string, so *scaledObject, r *rendered,
 		}
 		md := tr.Metadata
 		if !wantStreams[md["stream"]] {
-			t.Errorf("%s: stream %q is not a chunk work stream for %d shard(s) (%v)", tw, md["stream"], cfg.shards, sorted(wantStreams))
+			t.Errorf("%s: stream %q is not a jobs stream for %d shard(s) (%v)", tw, md["stream"], cfg.shards, sorted(wantStreams))
 		}
 		delete(wantStreams, md["stream"])
 		if md["consumer"] != transcoderConsumer {
@@ -814,7 +820,7 @@ func checkScaledObject(t *testing.T, name string, so *scaledObject, r *rendered,
 			t.Errorf("%s: account %q, want $G (NATS without accounts)", tw, md["account"])
 		}
 		if lt, err := strconv.Atoi(md["lagThreshold"]); err != nil || lt != cfg.concurrency {
-			t.Errorf("%s: lagThreshold %q, want the transcoder's concurrency %d (jobs one pod holds)", tw, md["lagThreshold"], cfg.concurrency)
+			t.Errorf("%s: lagThreshold %q, want the transcoder's concurrency %d (sessions one pod encodes)", tw, md["lagThreshold"], cfg.concurrency)
 		}
 		// KEDA runs in its own namespace and asks the consumer leader by server name, one DNS
 		// label under this host: the headless Service of the NATS StatefulSet, fully qualified.
@@ -987,8 +993,8 @@ func mountOf(c corev1.Container, volume string) string {
 	return ""
 }
 
-// checkMinIO: the dev overlay's MinIO and the Job that creates the bucket the packager uses,
-// with public reads on live/ and vod/.
+// checkMinIO: the dev overlay's MinIO and the Job that creates the bucket the media roles use,
+// with public reads on live/ and vod/ and CORS for any origin.
 func checkMinIO(t *testing.T, r *rendered, cfg gopcastConfig) {
 	d, ok := r.deployments["minio"]
 	if !ok {
@@ -998,7 +1004,7 @@ func checkMinIO(t *testing.T, r *rendered, cfg gopcastConfig) {
 		t.Errorf("minio: one replica")
 	}
 	if cfg.s3Endpoint == nil || cfg.s3Endpoint.Hostname() != "minio" {
-		t.Fatalf("the packager's S3 endpoint %v is not the minio Service", cfg.s3Endpoint)
+		t.Fatalf("the S3 endpoint %v is not the minio Service", cfg.s3Endpoint)
 	}
 	svc, ok := r.services["minio"]
 	if !ok || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == cfg.s3Endpoint.Port() }) {
@@ -1012,23 +1018,17 @@ func checkMinIO(t *testing.T, r *rendered, cfg gopcastConfig) {
 	env := envOf(r, &c)
 	script := strings.Join(slices.Concat(c.Command, c.Args), "\n")
 	script = strings.NewReplacer("$BUCKET", env["BUCKET"]).Replace(script)
-	for _, want := range []string{
-		"mc alias set local " + cfg.s3Endpoint.String(),
-		`mc mb --ignore-existing "local/` + cfg.bucket + `"`,
-		`mc anonymous set download "local/` + cfg.bucket + `/live"`,
-		`mc anonymous set download "local/` + cfg.bucket + `/vod"`,
-	} {
-		if !strings.Contains(script, want) {
-			t.Errorf("minio-init: script lacks %q:\n%s", want, script)
-		}
-	}
-	// MinIO's root user is the packager's S3 key.
+	checkMinIOInit(t, "minio-init", script, cfg.s3Endpoint.String(), cfg.bucket)
+	// MinIO's root user is the S3 key of every role that writes media.
 	me := envOf(r, &d.Spec.Template.Spec.Containers[0])
+	if o := me["MINIO_API_CORS_ALLOW_ORIGIN"]; o != "" && o != "*" {
+		t.Errorf("minio: MINIO_API_CORS_ALLOW_ORIGIN %q overrides the CORS minio-init sets", o)
+	}
 	for _, w := range r.workloads() {
-		if role, pc := gopcastRole(w); role == "packager" {
-			pe := envOf(r, pc)
-			if pe["GOPCAST_S3_ACCESS_KEY"] != me["MINIO_ROOT_USER"] || pe["GOPCAST_S3_SECRET_KEY"] != me["MINIO_ROOT_PASSWORD"] {
-				t.Errorf("the packager's S3 keys are not MinIO's root credentials")
+		if role, rc := gopcastRole(w); slices.Contains(mediaRoles, role) {
+			re := envOf(r, rc)
+			if re["GOPCAST_S3_ACCESS_KEY"] != me["MINIO_ROOT_USER"] || re["GOPCAST_S3_SECRET_KEY"] != me["MINIO_ROOT_PASSWORD"] {
+				t.Errorf("the %s's S3 keys are not MinIO's root credentials", role)
 			}
 		}
 	}

@@ -169,11 +169,15 @@ start_role() { # start_role ROLE HTTP_PORT [VAR=value...]
     "$GOPCAST" "$role" >"$OUT/$role.out" 2>"$OUT/$role.log" &
   ROLE_PID[$role]=$!; PIDS+=("$!")
 }
+# The bucket, for every role that writes media: the ingest (source video and audio segments),
+# the transcoder (the ladder's rungs) and the packager (init segments, playlists, manifests).
+# Without it a role would write to its own --data-dir, where no player (or loadgen) looks.
+S3_ENV=(GOPCAST_S3_ENDPOINT="http://127.0.0.1:$MINIO_PORT" GOPCAST_S3_BUCKET=gopcast
+  GOPCAST_S3_ACCESS_KEY="$S3_ACCESS" GOPCAST_S3_SECRET_KEY="$S3_SECRET")
 start_role api "$API_HTTP" GOPCAST_API_TOKEN="$TOKEN" GOPCAST_RTMP_PUBLIC_URL="rtmp://127.0.0.1:$RTMP/live"
-start_role ingest "$INGEST_HTTP" GOPCAST_RTMP_ADDR="127.0.0.1:$RTMP"
-start_role transcoder "$TRANS_HTTP"
-start_role packager "$PACK_HTTP" GOPCAST_S3_ENDPOINT="http://127.0.0.1:$MINIO_PORT" GOPCAST_S3_BUCKET=gopcast \
-  GOPCAST_S3_ACCESS_KEY="$S3_ACCESS" GOPCAST_S3_SECRET_KEY="$S3_SECRET"
+start_role ingest "$INGEST_HTTP" "${S3_ENV[@]}" GOPCAST_RTMP_ADDR="127.0.0.1:$RTMP"
+start_role transcoder "$TRANS_HTTP" "${S3_ENV[@]}"
+start_role packager "$PACK_HTTP" "${S3_ENV[@]}"
 for port in "$API_HTTP" "$INGEST_HTTP" "$TRANS_HTTP" "$PACK_HTTP"; do wait_http "http://127.0.0.1:$port/readyz" 60; done
 log "nats $NATS_PID, minio $MINIO_PID, api ${ROLE_PID[api]}, ingest ${ROLE_PID[ingest]}, transcoder ${ROLE_PID[transcoder]}, packager ${ROLE_PID[packager]}"
 
@@ -219,7 +223,8 @@ phase() {
      segments: ($lg[0].overall | {expected: .segments_expected, listed: .segments_listed, gaps, lost, delay_median_s: .delay_s.median, delay_p95_s: .delay_s.p95}),
      cpu_seconds: ($ca | to_entries | map({key, value: {self: (.value.self - $cb[.key].self), ffmpeg_children: (.value.children - $cb[.key].children)}}) | from_entries),
      chunks_transcoded: $nc,
-     cpu_seconds_per_chunk: ($ca | to_entries | map({key, value: (((.value.self + .value.children) - ($cb[.key].self + $cb[.key].children)) / $nc)}) | from_entries),
+     # Passthrough chunks never reach a transcoder: per chunk transcoded is for the ladder.
+     cpu_seconds_per_chunk: (if $nc > 0 then ($ca | to_entries | map({key, value: (((.value.self + .value.children) - ($cb[.key].self + $cb[.key].children)) / $nc)}) | from_entries) else null end),
      cores_per_stream: ($ca | to_entries | map({key, value: (((.value.self + .value.children) - ($cb[.key].self + $cb[.key].children)) / $sm)}) | from_entries),
      nats_per_stream_per_s: {in_bytes: (($na.in_bytes - $nb.in_bytes) / $sm), out_bytes: (($na.out_bytes - $nb.out_bytes) / $sm),
        in_msgs: (($na.in_msgs - $nb.in_msgs) / $sm), out_msgs: (($na.out_msgs - $nb.out_msgs) / $sm)},

@@ -38,6 +38,7 @@ type App struct {
 
 	q       *queue.Conn
 	store   storage.Store
+	writer  *storage.Writer
 	local   *storage.LocalStore
 	ingest  *ingest.Service
 	reg     *streams.Registry
@@ -133,8 +134,8 @@ func (a *App) Run(ctx context.Context) error {
 		svc.Register(mux)
 	}
 	if cfg.runs("ingest") {
-		a.ingest = ingest.New(ingest.Config{Addr: cfg.RTMPAddr, ChunkTarget: cfg.ChunkDuration, Live: cfg.LiveChunks, ReadBatch: cfg.RTMPReadBatch},
-			a.log.With("role", "ingest"), a.reg, q)
+		a.ingest = ingest.New(ingest.Config{Addr: cfg.RTMPAddr, ChunkTarget: cfg.ChunkDuration, ReadBatch: cfg.RTMPReadBatch,
+			DefaultProfile: cfg.Profile}, a.log.With("role", "ingest"), a.reg, q, a.writer)
 		svc := a.ingest
 		checks = append(checks, func(context.Context) error {
 			if !svc.Ready() {
@@ -146,20 +147,19 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if cfg.runs("transcoder") {
 		svc := transcoder.New(transcoder.Config{Concurrency: cfg.TranscoderConcurrency, DefaultProfile: cfg.Profile,
-			FFmpeg: cfg.FFmpeg, Live: cfg.LiveChunks, Threads: cfg.X264Threads, Chains: cfg.EncoderChains}, a.log.With("role", "transcoder"), q)
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gopcast_transcoder_busy_slots", Help: "Chunks being transcoded now."},
+			FFmpeg: cfg.FFmpeg, Arriving: cfg.EncodeArriving, Threads: cfg.X264Threads, Chains: cfg.EncoderChains},
+			a.log.With("role", "transcoder"), q, a.writer)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gopcast_transcoder_busy_slots", Help: "Sessions being encoded now."},
 			func() float64 { b, _, _ := svc.Stats(); return float64(b) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_chunks_total", Help: "Chunks transcoded."},
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_chunks_total", Help: "Chunks whose rungs were encoded and written."},
 			func() float64 { _, d, _ := svc.Stats(); return float64(d) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_live_chunks_total", Help: "Chunks transcoded live (while they were published)."},
-			func() float64 { return float64(svc.LiveDone()) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_encoder_chains_total", Help: "ffmpeg processes started to encode a stream's consecutive live chunks."},
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_encoder_chains_total", Help: "ffmpeg processes started (one encodes a session's consecutive chunks)."},
 			func() float64 { return float64(svc.ChainsStarted()) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_failed_chunks_total", Help: "Chunks given up as gaps."},
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_transcoder_failed_chunks_total", Help: "Chunks with rungs given up as gaps."},
 			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
 		st := stage{name: "transcoder", run: svc.Run}
 		if cfg.runs("ingest") {
-			st.settle = a.drained(queue.ChunksStream, "chunk jobs", 15*time.Second)
+			st.settle = a.drained(queue.JobsStream, "sessions' encode jobs", 15*time.Second)
 		}
 		roles = append(roles, st)
 	}
@@ -172,19 +172,22 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		svc := packager.New(packager.Config{Window: cfg.Window, ChunkTarget: cfg.ChunkDuration, FFmpeg: cfg.FFmpeg,
 			DeleteGrace: cfg.DeleteGrace, RecordingRetention: cfg.RecordingRetention},
-			a.log.With("role", "packager"), q, a.store, kv)
+			a.log.With("role", "packager"), q, a.writer, kv)
 		svc.SetRecordings(a.reg)
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_packager_segments_listed_total", Help: "Segments listed in playlists."},
-			func() float64 { l, _, _ := svc.Stats(); return float64(l) }))
+			func() float64 { l, _ := svc.Stats(); return float64(l) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_packager_gaps_total", Help: "Gaps listed for chunks that never came."},
-			func() float64 { _, gp, _ := svc.Stats(); return float64(gp) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_storage_put_failures_total", Help: "Storage writes that failed and were retried."},
-			func() float64 { _, _, f := svc.Stats(); return float64(f) }))
+			func() float64 { _, gp := svc.Stats(); return float64(gp) }))
 		st := stage{name: "packager", run: svc.Run}
 		if cfg.runs("transcoder") {
 			st.settle = a.drained(queue.SegmentsStream, "segments", 10*time.Second)
 		}
 		roles = append(roles, st)
+	}
+	if a.writer != nil {
+		w := a.writer
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gopcast_storage_put_failures_total", Help: "Storage writes that failed (and were retried)."},
+			func() float64 { return float64(w.Failures()) }))
 	}
 	runStages(g, gctx, a.log, roles)
 
@@ -243,11 +246,18 @@ func (a *App) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// openStorage opens the bucket for the roles that write media: the ingest (source and audio
+// segments), the transcoder (rungs) and the packager (playlists, manifests, recordings).
 func (a *App) openStorage(ctx context.Context) error {
 	cfg := a.cfg
-	if !cfg.runs("packager") {
+	if !cfg.runs("packager") && !cfg.runs("ingest") && !cfg.runs("transcoder") {
 		return nil
 	}
+	defer func() {
+		if a.store != nil {
+			a.writer = storage.NewWriter(a.store, a.log.With("component", "storage"))
+		}
+	}()
 	if cfg.S3Endpoint == "" {
 		l, err := storage.NewLocal(filepath.Join(cfg.DataDir, "media"))
 		if err != nil {

@@ -45,7 +45,7 @@ type Config struct {
 	ChunkDuration         time.Duration
 	RTMPReadBatch         time.Duration
 	TranscoderConcurrency int
-	LiveChunks            bool
+	EncodeArriving        bool
 	X264Threads           int
 	EncoderChains         bool
 	Window                int
@@ -88,9 +88,9 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
 	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")
-	fs.BoolVar(&c.EncoderChains, "encoder-chains", true, "transcoder: keep one ffmpeg per stream across its consecutive live chunks instead of one per chunk (less CPU; a chunk's last frames wait for the next chunk's first)")
+	fs.BoolVar(&c.EncoderChains, "encoder-chains", true, "transcoder: keep one ffmpeg per session across its consecutive chunks instead of one per chunk (less CPU; a chunk's last frames wait for the next chunk's first)")
 	fs.IntVar(&c.X264Threads, "x264-threads", 0, "x264 threads per rendition (transcoder; 0: x264 decides from the CPU count)")
-	fs.BoolVar(&c.LiveChunks, "live-chunks", true, "stream each chunk to a transcoder while it is published, so the ladder is encoded as it arrives (ingest and transcoder; false: a chunk is encoded once complete)")
+	fs.BoolVar(&c.EncodeArriving, "encode-arriving", true, "transcoder: encode each chunk while its parts arrive (false: once complete, with an ffmpeg of its own)")
 	fs.IntVar(&c.Window, "hls-window", 6, "segments in a live playlist")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")

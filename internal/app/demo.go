@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os/exec"
-	"syscall"
 	"time"
+
+	"github.com/gopcast/gopcast/pkg/ffmpeg"
 )
 
 // welcome prints what to do next once `all` is up, and with --demo starts a test-pattern
@@ -48,11 +48,7 @@ Watch its playback.hls URL:
 	fmt.Fprintf(out, "\nDemo stream %s is publishing a test pattern. Watch it (give it ~6 s to start):\n  ffplay %s/live/%s/master.m3u8\n\n",
 		st.ID, a.cfg.PublicBaseURL, st.ID)
 	for ctx.Err() == nil {
-		cmd := exec.CommandContext(ctx, a.cfg.FFmpeg, DemoPublishArgs(target, 0)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-		cmd.WaitDelay = 5 * time.Second
-		if err := cmd.Run(); err != nil && ctx.Err() == nil {
+		if err := ffmpeg.Run(ctx, a.cfg.FFmpeg, DemoPublishArgs(target, 0)); err != nil && ctx.Err() == nil {
 			a.log.Warn("demo publisher stopped; restarting", "err", err)
 			select {
 			case <-ctx.Done():

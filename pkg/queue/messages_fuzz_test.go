@@ -10,16 +10,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
-// The job messages are decoded by the consumers exactly as consume does it: decodeMsg of the
-// message into a zero value (json.Unmarshal of the body, or of its first bytes with the rest
-// given to the message as its media when the Gopcast-Json header says so); a decode error
-// Terms the message (ErrUndecodable). These fuzz targets hold decoding to what the transcoder
-// and packager then rely on.
+// The work messages are decoded by the consumers exactly as consume does it: json.Unmarshal
+// of the body into a zero value; a decode error Terms the message (ErrUndecodable). Chunk
+// messages are decoded by decodeChunkMsg from their headers and body. These fuzz targets hold
+// decoding to what the transcoder and packager then rely on.
 //
-// Seeds in testdata/fuzz are real messages: chunk jobs published by the ingest for an
-// ffmpeg-made H.264/AAC clip, and segment messages shaped as the transcoder writes them.
+// Seeds in testdata/fuzz are segment records and encode jobs as the ingest and the transcoders
+// write them, with the ids and the init segments of a session ffmpeg published.
 //
 // Some hazards are not enforced anywhere yet (a decodable message whose stream id or rendition
 // name walks out of live/{id}/, or whose seq overflows the packager's numbering); they are
@@ -27,7 +28,7 @@ import (
 
 func decodeLikeConsumer[T any](data []byte) (*T, error) {
 	var v T
-	if err := decodeMsg(nil, data, &v); err != nil {
+	if err := json.Unmarshal(data, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -72,34 +73,59 @@ func underPrefix(streamID, rendition, file string) bool {
 		streamID != "." && streamID != ".."
 }
 
+// FuzzChunkMessage: whatever headers and body a chunk message has, decodeChunkMsg does not
+// panic, and what it accepts is one of the three kinds with the fields that kind needs.
 func FuzzChunkMessage(f *testing.F) {
-	f.Add([]byte(`{}`))
-	f.Add([]byte(`{"stream_id":"s","session_id":"x","seq":18446744073709551615,"start":-9223372036854775808,"duration":9223372036854775807,"created":"9999-12-31T23:59:59.999999999-23:59"}`))
-	f.Add([]byte(`{"stream_id":"a/b","session_id":"c","seq":1,"last":true}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := decodeLikeConsumer[Chunk](data)
+	f.Add("3", "0", "900000", "", "", []byte("\x47\x40\x00\x10"))
+	f.Add("3", "", "", "1", "", []byte(`{"stream_id":"s","session_id":"x","seq":3,"n":3,"start":900000,"duration":180000,"size":4,"crc":1}`))
+	f.Add("", "", "", "", "2", []byte(nil))
+	f.Add("18446744073709551615", "-1", "x", "", "", []byte("x"))
+	f.Add("1", "", "", "1", "", []byte(`{"seq":2}`))
+	f.Fuzz(func(t *testing.T, seq, part, start, end, takeover string, body []byte) {
+		h := nats.Header{}
+		for k, v := range map[string]string{hdrSeq: seq, hdrPart: part, hdrStart: start, hdrEnd: end, hdrTakeover: takeover} {
+			if v != "" {
+				h.Set(k, v)
+			}
+		}
+		m, err := decodeChunkMsg(h, body)
 		if err != nil {
-			return // Termed as undecodable: fine
+			return // skipped by the reader: fine
 		}
-		roundTrip(t, c)
-		// The identity de-duplicating the job and naming its object is a pure function of
-		// (stream, session, seq).
-		if id := c.ID(); id != c.StreamID+"/"+c.SessionID+"/"+strconv.FormatUint(c.Seq, 10) {
-			t.Fatalf("ID %q", id)
+		switch m.Kind {
+		case TakeoverMsg:
+		case EndMsg:
+			if m.End == nil || m.End.Seq != m.Seq || m.End.Size < 0 {
+				t.Fatalf("end message %+v", m.End)
+			}
+			roundTrip(t, m.End)
+		case PartMsg:
+			if m.Part < 0 || len(m.Data) == 0 {
+				t.Fatalf("part %d with %d bytes", m.Part, len(m.Data))
+			}
+		default:
+			t.Fatalf("kind %d", m.Kind)
 		}
-		// The transcoder copies these into the Segment it publishes, success or failure; that
-		// message must encode, or the chunk is neither listed nor reported as a gap.
-		seg := &Segment{StreamID: c.StreamID, SessionID: c.SessionID, Seq: c.Seq, Start: c.Start, Duration: c.Duration,
-			Last: c.Last, Record: c.Record, Failed: true, Error: "poison", Chunk: c.Created}
+	})
+}
+
+// FuzzJobMessage: an encode job the transcoder can take at all has ids it can read chunks by,
+// and the records it publishes for the session encode.
+func FuzzJobMessage(f *testing.F) {
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"stream_id":"s","session_id":"x","profile":"default","video":{"codec":"avc1.64001f","width":-1,"height":1e9}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := decodeLikeConsumer[EncodeJob](data)
+		if err != nil {
+			return
+		}
+		roundTrip(t, j)
+		seg := &Segment{StreamID: j.StreamID, SessionID: j.SessionID, Record: j.Record, From: FromTranscoder, Failed: true, Error: "poison"}
 		if _, err := json.Marshal(seg); err != nil {
-			t.Fatalf("the transcoder's segment for this chunk does not encode: %v", err)
+			t.Fatalf("the transcoder's record for this job does not encode: %v", err)
 		}
-		// What the transcoder computes from the job, unchecked: its end and fragment number.
-		if c.Duration > 0 && c.Start > math.MaxInt64-c.Duration {
-			hazard(t, "start %d + duration %d overflows", c.Start, c.Duration)
-		}
-		if strings.Contains(c.StreamID, "/") || strings.Contains(c.SessionID, "/") {
-			hazard(t, "ids with '/' make ID() ambiguous: %q", c.ID())
+		if strings.Contains(j.StreamID, "/") || strings.Contains(j.SessionID, "/") {
+			hazard(t, "ids with '/' make ID() ambiguous: %q", j.ID())
 		}
 	})
 }
@@ -113,7 +139,7 @@ func FuzzSegmentMessage(f *testing.F) {
 			return
 		}
 		roundTrip(t, seg)
-		if seg.ID() != seg.StreamID+"/"+seg.SessionID+"/"+strconv.FormatUint(seg.Seq, 10) {
+		if seg.ID() != seg.StreamID+"/"+seg.SessionID+"/"+strconv.FormatUint(seg.Seq, 10)+"/"+seg.From {
 			t.Fatalf("ID %q", seg.ID())
 		}
 		// The packager's first check: a segment without ids is poison (Rejected). Past it,
@@ -139,75 +165,12 @@ func FuzzSegmentMessage(f *testing.F) {
 		if !underPrefix(seg.StreamID, "x", "master.m3u8") {
 			hazard(t, "stream id %q puts its playlists at %q", seg.StreamID, path.Join("live", seg.StreamID, "master.m3u8"))
 		}
-		// The packager numbers segments Base+Seq and lists them in order from 0: a seq near
+		// The packager numbers entries Base+Seq and lists them in order from 0: a seq near
 		// the top wraps the media sequence number.
-		if seg.Seq > math.MaxUint64/2 {
-			hazard(t, "seq %d: Base+Seq wraps, media sequence numbers go backwards", seg.Seq)
+		if seg.Seq > math.MaxUint64/2 || seg.N > math.MaxUint64/2 {
+			hazard(t, "seq %d, n %d: numbering wraps, media sequence numbers go backwards", seg.Seq, seg.N)
 		}
 	})
-}
-
-// FuzzAttachedMessage: a message whose body is JSON followed by media, split where its header
-// says. Whatever it holds, decoding does not panic, and a decoded message carries exactly the
-// bytes its JSON declares, which encode and decode again to the same message.
-func FuzzAttachedMessage(f *testing.F) {
-	f.Add("47", []byte(`{"stream_id":"s","renditions":[{"media_len":3}]}abc`), false)
-	f.Add("62", []byte(`{"stream_id":"s","renditions":[{"init_len":1,"media_len":2}]}iab`), false)
-	f.Add("22", []byte(`{"stream_id":"s","size":3}abc`), true)
-	f.Add("x", []byte(`{}`), true)
-	f.Fuzz(func(t *testing.T, hdr string, body []byte, chunk bool) {
-		h := map[string][]string{hdrJSON: {hdr}}
-		if chunk {
-			var c Chunk
-			if decodeMsg(h, body, &c) != nil {
-				return
-			}
-			if c.Object != "" || len(c.Data) != c.Size {
-				t.Fatalf("decoded chunk of size %d (object %q) carries %d bytes", c.Size, c.Object, len(c.Data))
-			}
-			again(t, &c, func(a *Chunk) bool { return bytes.Equal(a.Data, c.Data) && a.ID() == c.ID() })
-			return
-		}
-		var s Segment
-		if decodeMsg(h, body, &s) != nil {
-			return
-		}
-		for _, r := range s.Renditions {
-			if (r.InitLen > 0 && len(r.InitData) != r.InitLen) || (r.MediaLen > 0 && len(r.MediaData) != r.MediaLen) {
-				t.Fatalf("rendition %q declares %d+%d bytes, carries %d+%d", r.Name, r.InitLen, r.MediaLen, len(r.InitData), len(r.MediaData))
-			}
-		}
-		again(t, &s, func(a *Segment) bool {
-			if len(a.Renditions) != len(s.Renditions) {
-				return false
-			}
-			for i, r := range a.Renditions {
-				if !bytes.Equal(r.InitData, s.Renditions[i].InitData) || !bytes.Equal(r.MediaData, s.Renditions[i].MediaData) {
-					return false
-				}
-			}
-			return true
-		})
-	})
-}
-
-// again encodes a decoded message as a producer would and decodes it, requiring same(result).
-func again[T any, P interface {
-	*T
-	attacher
-}](t *testing.T, v P, same func(P) bool) {
-	t.Helper()
-	body, h, err := encodeMsg(nil, v)
-	if err != nil {
-		t.Fatalf("decoded message does not encode: %v", err)
-	}
-	var w T
-	if err := decodeMsg(h, body, P(&w)); err != nil {
-		t.Fatalf("re-encoded message does not decode: %v", err)
-	}
-	if !same(P(&w)) {
-		t.Fatalf("re-encoded message decodes differently")
-	}
 }
 
 // TestMessageSeedsAreReal checks the committed seeds decode as what they claim to be, so the
@@ -217,10 +180,10 @@ func TestMessageSeedsAreReal(t *testing.T) {
 		dir    string
 		decode func([]byte) error
 	}{
-		{"FuzzChunkMessage", func(b []byte) error {
-			c, err := decodeLikeConsumer[Chunk](b)
-			if err == nil && (c.StreamID == "" || c.SessionID == "" || c.Created.IsZero()) {
-				err = fmt.Errorf("not a real chunk job: %+v", c)
+		{"FuzzJobMessage", func(b []byte) error {
+			j, err := decodeLikeConsumer[EncodeJob](b)
+			if err == nil && (j.StreamID == "" || j.SessionID == "" || j.Profile == "" || j.Created.IsZero()) {
+				err = fmt.Errorf("not a real encode job: %+v", j)
 			}
 			return err
 		}},

@@ -1,11 +1,10 @@
-// Package queue is gopcast's only door to NATS JetStream. It owns the streams, consumers,
-// object stores and key-value buckets the roles share, the message types that travel on them,
-// and the embedded server `gopcast all` runs when no NATS URL is configured.
+// Package queue is gopcast's only door to NATS JetStream. It owns the work streams, their
+// consumers, the key-value buckets the roles share, the message types that travel on them, and
+// the embedded server `gopcast all` runs when no NATS URL is configured.
 //
-// Media bytes ride in the job's message when they fit the server's max payload (the JSON, then
-// the raw bytes; see encodeMsg). What does not fit is put in a JetStream object store (split
-// into messages of up to 1 MiB, so a 20 Mbit/s source never meets the max payload) and the
-// message names it (claim check).
+// Media bytes cross NATS once: a session's chunks, in parts as the ingest cuts them, on the
+// chunk stream (chunks.go), read by the transcoder that holds the session's encode job.
+// Everything else (jobs, segment records, leases, state) is small.
 package queue
 
 import (
@@ -25,17 +24,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Names of the JetStream assets. Subjects carry the stream id last so a future sharding scheme
-// can map them to several streams by subject filter.
+// Names of the JetStream assets. Subjects carry the stream id after the shard, so sharding maps
+// them to several streams by subject filter.
 const (
-	ChunksStream   = "GOPCAST_CHUNKS"
+	// JobsStream holds one encode job per session with rungs to encode (work queue,
+	// consumer transcoderConsumer).
+	JobsStream = "GOPCAST_JOBS"
+	// ChunksStream holds the sessions' chunk bytes, in parts, on one subject per session
+	// (limits retention: read by the session's transcoder, purged as chunks are done).
+	ChunksStream = "GOPCAST_CHUNKS"
+	// SegmentsStream holds segment records, the small messages saying which renditions of a
+	// chunk are in the bucket (work queue, consumer packagerConsumer).
 	SegmentsStream = "GOPCAST_SEGMENTS"
+	jobSubject     = "gopcast.jobs."
 	chunkSubject   = "gopcast.chunks."
 	segmentSubject = "gopcast.segments."
 	eventSubject   = "gopcast.events."
-
-	chunkObjects   = "gopcast-chunks"
-	segmentObjects = "gopcast-segments"
 
 	transcoderConsumer = "transcoders"
 	packagerConsumer   = "packagers"
@@ -72,36 +76,40 @@ type Config struct {
 	// ListenHost and Port place the embedded server's client listener; Port 0 picks a free one.
 	ListenHost string
 	Port       int
-	// ObjectTTL bounds how long chunk and segment bytes live if nobody consumes them.
-	ObjectTTL time.Duration
-	// AckWait is how long a transcoder may hold a chunk job without a progress signal before
-	// it is handed to another worker (a killed worker's job comes back after this).
-	AckWait time.Duration
+	// ChunkMaxAge bounds how long chunk bytes stay if no transcoder finishes them (none runs).
+	ChunkMaxAge time.Duration
+	// JobAckWait is how long a transcoder may hold a session's encode job without a sign of
+	// life before JetStream hands it to another worker: a killed worker's session goes on
+	// elsewhere after this.
+	JobAckWait time.Duration
 	// SegmentAckWait is the same for packagers, whose jobs are short: a killed packager's
-	// chunk is redelivered within it, so another packager takes over quickly.
+	// record is redelivered within it, so another packager takes over quickly.
 	SegmentAckWait time.Duration
-	// MaxDeliver bounds redeliveries of one job before it is given up.
-	MaxDeliver int
 	// Name identifies this client in NATS monitoring.
 	Name string
-	// Shards splits the chunk and segment streams into this many JetStream streams by stream
-	// id, so no single stream leader carries every video byte. Every process of a deployment
-	// must use the same number.
+	// Shards splits the work streams into this many JetStream streams by stream id, so no
+	// single stream leader carries every video byte. Every process of a deployment must use
+	// the same number.
 	Shards int
 }
 
+// The defaults of Config. Every keep-alive interval is derived from its consumer's AckWait
+// (Job.KeepAlive), so these are the only figures to change.
+const (
+	DefaultJobAckWait     = 6 * time.Second
+	DefaultSegmentAckWait = 2500 * time.Millisecond
+	DefaultChunkMaxAge    = time.Hour
+)
+
 func (c *Config) defaults() {
-	if c.ObjectTTL == 0 {
-		c.ObjectTTL = time.Hour
+	if c.ChunkMaxAge == 0 {
+		c.ChunkMaxAge = DefaultChunkMaxAge
 	}
-	if c.AckWait == 0 {
-		c.AckWait = 6 * time.Second
+	if c.JobAckWait == 0 {
+		c.JobAckWait = DefaultJobAckWait
 	}
 	if c.SegmentAckWait == 0 {
-		c.SegmentAckWait = 2500 * time.Millisecond
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 5
+		c.SegmentAckWait = DefaultSegmentAckWait
 	}
 	if c.ListenHost == "" {
 		c.ListenHost = "127.0.0.1"
@@ -116,13 +124,12 @@ func (c *Config) defaults() {
 
 // Conn is a connection to JetStream with gopcast's assets in place.
 type Conn struct {
-	cfg     Config
-	log     *slog.Logger
-	srv     *server.Server // nil unless embedded
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	chunks  jetstream.ObjectStore
-	renders jetstream.ObjectStore
+	cfg    Config
+	log    *slog.Logger
+	srv    *server.Server // nil unless embedded
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	chunks []jetstream.Stream // ChunksStream's shards, for purges
 }
 
 // Connect connects to NATS (starting the embedded server when cfg.URL is empty) and makes sure
@@ -171,9 +178,8 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 }
 
 // MaxPayload is the max_payload of the embedded server, and of the NATS configurations in
-// deployments/: chunk and segment bytes up to it ride in their job messages (attach.go), larger
-// ones in object stores. A server with nats-server's default (1 MB) works too, but a 2 s chunk
-// of a source above about 3.5 Mbit/s then takes the object store's extra round trips.
+// deployments/. gopcast's own messages stay far below it (chunk parts are at most maxPart);
+// it is the room a publisher's odd 5 MB keyframe would need if parts ever carried one whole.
 const MaxPayload = 8 << 20
 
 func startEmbedded(cfg Config) (*server.Server, error) {
@@ -207,12 +213,13 @@ func (c *Conn) setup(ctx context.Context) error {
 	for k := 0; k < c.cfg.Shards; k++ {
 		for _, w := range []struct {
 			base, subject, desc, durable string
-			maxDeliver                   int
-			ackWait                      time.Duration
+			ackWait, maxAge              time.Duration
 		}{
-			{ChunksStream, chunkSubject, "chunk jobs: ingest to transcoders", transcoderConsumer, c.cfg.MaxDeliver, c.cfg.AckWait},
-			// A packager never gives a finished chunk up; undecodable messages are Termed.
-			{SegmentsStream, segmentSubject, "rendition segments: transcoders to packagers", packagerConsumer, -1, c.cfg.SegmentAckWait},
+			// A session's job is never given up: a chunk that kills its worker again and
+			// again is skipped by the session's next worker (see the transcoder).
+			{JobsStream, jobSubject, "encode jobs: one per session with rungs, ingest to transcoders", transcoderConsumer, c.cfg.JobAckWait, 0},
+			// A packager never gives a record up; undecodable messages are Termed.
+			{SegmentsStream, segmentSubject, "segment records: ingest and transcoders to packagers", packagerConsumer, c.cfg.SegmentAckWait, c.cfg.ChunkMaxAge},
 		} {
 			name := ShardStream(w.base, k, c.cfg.Shards)
 			if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -222,7 +229,8 @@ func (c *Conn) setup(ctx context.Context) error {
 				Retention:   jetstream.WorkQueuePolicy,
 				Storage:     jetstream.FileStorage,
 				Duplicates:  2 * time.Minute,
-				MaxAge:      c.cfg.ObjectTTL,
+				// A job lives as long as its session, however long that is.
+				MaxAge: w.maxAge,
 			}); err != nil {
 				return fmt.Errorf("queue: stream %s: %w", name, err)
 			}
@@ -230,30 +238,27 @@ func (c *Conn) setup(ctx context.Context) error {
 				Durable:       w.durable,
 				AckPolicy:     jetstream.AckExplicitPolicy,
 				AckWait:       w.ackWait,
-				MaxDeliver:    w.maxDeliver,
+				MaxDeliver:    -1,
 				MaxAckPending: 10000,
 			}); err != nil {
 				return fmt.Errorf("queue: consumer %s on %s: %w", w.durable, name, err)
 			}
 		}
+		name := ShardStream(ChunksStream, k, c.cfg.Shards)
+		st, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        name,
+			Description: "chunk bytes: each session's chunks in parts, ingest to its transcoder",
+			Subjects:    []string{chunkSubject + strconv.Itoa(k) + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      c.cfg.ChunkMaxAge,
+		})
+		if err != nil {
+			return fmt.Errorf("queue: stream %s: %w", name, err)
+		}
+		c.chunks = append(c.chunks, st)
 	}
-	if err := c.setupEvents(ctx); err != nil {
-		return err
-	}
-	var err error
-	c.chunks, err = c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: chunkObjects, Description: "chunk bytes", TTL: c.cfg.ObjectTTL, Storage: jetstream.FileStorage,
-	})
-	if err != nil {
-		return fmt.Errorf("queue: object store %s: %w", chunkObjects, err)
-	}
-	c.renders, err = c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: segmentObjects, Description: "rendition segment bytes", TTL: c.cfg.ObjectTTL, Storage: jetstream.FileStorage,
-	})
-	if err != nil {
-		return fmt.Errorf("queue: object store %s: %w", segmentObjects, err)
-	}
-	return nil
+	return c.setupEvents(ctx)
 }
 
 // Check reports whether JetStream answers; it backs /readyz.

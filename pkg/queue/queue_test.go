@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"sync"
@@ -28,74 +29,92 @@ func connect(t *testing.T, cfg Config) *Conn {
 	return c
 }
 
-// A chunk far above NATS's 1 MB max payload (a 2 s chunk of a 20 Mbit/s source is 5 MB)
-// travels whole, and a retried publish of the same chunk is delivered once.
-func TestLargeChunkDeliveredOnce(t *testing.T) {
+// A chunk's parts and its end are read back in order from the session's subject, with the
+// takeover marks among them; a purge below a stream sequence leaves only what follows it.
+func TestChunkPartsReadInOrder(t *testing.T) {
 	c := connect(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-
-	data := make([]byte, 5<<20)
+	data := make([]byte, 3*MaxPart/2)
 	_, _ = rand.Read(data)
-	job := &Chunk{StreamID: "s1", SessionID: "sess", Seq: 7, Start: 90000, Duration: 180000, TSBase: 900000}
-	for i := 0; i < 2; i++ { // the second publish is a retry
-		if err := c.PublishChunk(ctx, job, data); err != nil {
+	send := func(seq uint64) {
+		parts := [][]byte{data[:MaxPart], data[MaxPart:]}
+		for i, p := range parts {
+			if err := c.PublishPart(ctx, Part{StreamID: "s1", SessionID: "sess", Seq: seq, Index: i, Start: 90000 * int64(seq+1), Data: p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		end := &Chunk{StreamID: "s1", SessionID: "sess", Seq: seq, N: 40 + seq, Size: len(data), CRC: crc32.Checksum(data, ChunkCRC)}
+		if err := c.PublishChunk(ctx, end); err != nil {
 			t.Fatal(err)
 		}
 	}
+	send(0)
+	if err := c.MarkTakeover(ctx, "s1", "sess", 2); err != nil {
+		t.Fatal(err)
+	}
+	send(1)
+	if err := c.PublishPart(ctx, Part{StreamID: "s1", SessionID: "sess", Data: make([]byte, MaxPart+1)}); err == nil {
+		t.Error("a part over MaxPart was published")
+	}
+	if err := c.PublishPart(ctx, Part{StreamID: "s.1", SessionID: "sess", Data: []byte{1}}); !errors.Is(err, ErrBadID) {
+		t.Errorf("a stream id with a dot: %v", err)
+	}
 
-	var mu sync.Mutex
-	var got []*Chunk
-	cctx, ccancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.ConsumeChunks(cctx, 2, func(ctx context.Context, j *Job[Chunk]) {
-			b, err := c.ChunkBytes(ctx, &j.Body)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if !bytes.Equal(b, data) {
-				t.Error("chunk bytes differ")
-			}
-			if err := j.Ack(ctx); err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			got = append(got, &j.Body)
-			mu.Unlock()
-		})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 1 || time.Now().After(deadline) {
-			break
+	read := func() []*ChunkMsg {
+		r, err := c.ReadChunks(ctx, "s1", "sess")
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		defer r.Close()
+		var out []*ChunkMsg
+		for {
+			nctx, ncancel := context.WithTimeout(ctx, time.Second)
+			m, err := r.Next(nctx)
+			ncancel()
+			if err != nil {
+				return out
+			}
+			out = append(out, m)
+		}
 	}
-	// Give a duplicate every chance to show up before stopping.
-	time.Sleep(2500 * time.Millisecond)
-	ccancel()
-	<-done
-	if len(got) != 1 {
-		t.Fatalf("delivered %d times, want once", len(got))
+	msgs := read()
+	kinds := ""
+	for _, m := range msgs {
+		kinds += map[ChunkMsgKind]string{PartMsg: "p", EndMsg: "e", TakeoverMsg: "t"}[m.Kind]
 	}
-	if got[0].ID() != "s1/sess/7" || got[0].Size != len(data) || got[0].TSBase != 900000 {
-		t.Fatalf("job = %+v", got[0])
+	if kinds != "ppetppe" {
+		t.Fatalf("read %q, want ppetppe", kinds)
+	}
+	got := append(append([]byte(nil), msgs[0].Data...), msgs[1].Data...)
+	if !bytes.Equal(got, data) || msgs[0].Start != 90000 || msgs[4].Start != 180000 || msgs[3].Delivery != 2 {
+		t.Fatalf("parts or starts differ (start %d, %d, delivery %d)", msgs[0].Start, msgs[4].Start, msgs[3].Delivery)
+	}
+	if e := msgs[6].End; e.Seq != 1 || e.N != 41 || e.Size != len(data) || e.CRC != crc32.Checksum(data, ChunkCRC) {
+		t.Fatalf("end: %+v", e)
+	}
+	// Chunk 0 done: purge it and the takeover mark.
+	if err := c.PurgeChunks(ctx, "s1", "sess", msgs[4].StreamSeq); err != nil {
+		t.Fatal(err)
+	}
+	if rest := read(); len(rest) != 3 || rest[0].Seq != 1 || rest[0].Part != 0 {
+		t.Fatalf("after the purge: %d messages, first %+v", len(rest), rest[0])
+	}
+	if err := c.PurgeChunks(ctx, "s1", "sess", 0); err != nil {
+		t.Fatal(err)
+	}
+	if rest := read(); len(rest) != 0 {
+		t.Fatalf("after purging the session: %d messages", len(rest))
 	}
 }
 
 // A job handed back with Retry comes again, counted; one not acknowledged before AckWait is
 // redelivered.
 func TestRetryRedelivers(t *testing.T) {
-	c := connect(t, Config{AckWait: time.Second})
+	c := connect(t, Config{SegmentAckWait: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	seg := &Segment{StreamID: "s1", SessionID: "a", Seq: 1}
+	seg := &Segment{StreamID: "s1", SessionID: "a", Seq: 1, From: FromIngest}
 	if err := c.PublishSegment(ctx, seg); err != nil {
 		t.Fatal(err)
 	}
@@ -210,14 +229,14 @@ func TestShardedStreams(t *testing.T) {
 	defer cancel()
 	const n = 40
 	for i := 0; i < n; i++ {
-		job := &Chunk{StreamID: fmt.Sprintf("stream-%d", i), SessionID: "s", Seq: 0}
-		if err := c.PublishChunk(ctx, job, []byte("x")); err != nil {
+		job := &EncodeJob{StreamID: fmt.Sprintf("stream-%d", i), SessionID: "s", Profile: "default"}
+		if err := c.PublishJob(ctx, job); err != nil {
 			t.Fatal(err)
 		}
 	}
 	used := 0
 	for k := 0; k < 4; k++ {
-		st, err := c.js.Stream(ctx, ShardStream(ChunksStream, k, 4))
+		st, err := c.js.Stream(ctx, ShardStream(JobsStream, k, 4))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +254,7 @@ func TestShardedStreams(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = c.ConsumeChunks(cctx, 3, func(ctx context.Context, j *Job[Chunk]) {
+		_ = c.ConsumeJobs(cctx, 3, func(ctx context.Context, j *Job[EncodeJob]) {
 			_ = j.Ack(ctx)
 			mu.Lock()
 			seen[j.Body.StreamID] = true
@@ -253,80 +272,5 @@ func TestShardedStreams(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("consumed %d of %d", len(seen), n)
-	}
-}
-
-// A worker with one slot runs one job at a time; jobs that Release their slot (passthrough:
-// no encoder) run side by side, while an unreleased job still holds its slot alone.
-func TestReleasedJobsFreeTheirSlot(t *testing.T) {
-	c := connect(t, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for i := range 6 {
-		job := &Chunk{StreamID: "s1", SessionID: "sess", Seq: uint64(i), Profile: map[bool]string{true: "light", false: "heavy"}[i < 4]}
-		if err := c.PublishChunk(ctx, job, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var mu sync.Mutex
-	running, heavy, peakLight, peakHeavy, done := 0, 0, 0, 0, 0
-	release := make(chan struct{})
-	cctx, ccancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		_ = c.ConsumeChunks(cctx, 1, func(ctx context.Context, j *Job[Chunk]) {
-			light := j.Body.Profile == "light"
-			if light {
-				j.Release()
-			}
-			mu.Lock()
-			if light {
-				running++
-				peakLight = max(peakLight, running)
-			} else {
-				heavy++
-				peakHeavy = max(peakHeavy, heavy)
-			}
-			mu.Unlock()
-			if light {
-				<-release // held until every light job runs at once
-			} else {
-				time.Sleep(100 * time.Millisecond)
-			}
-			mu.Lock()
-			if light {
-				running--
-			} else {
-				heavy--
-			}
-			done++
-			mu.Unlock()
-			_ = j.Ack(ctx)
-		})
-	}()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			mu.Lock()
-			ok := cond()
-			mu.Unlock()
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s (running %d, done %d)", what, running, done)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitUntil("four light jobs at once on one slot", func() bool { return peakLight >= 4 })
-	close(release)
-	waitUntil("all six jobs", func() bool { return done == 6 })
-	ccancel()
-	<-stopped
-	if peakHeavy != 1 {
-		t.Errorf("heavy jobs ran %d at once on one slot", peakHeavy)
 	}
 }

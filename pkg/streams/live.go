@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/gopcast/gopcast/pkg/queue"
@@ -52,13 +53,36 @@ func (s *Session) Live(now time.Time) bool {
 	return s.EndedAt == nil && now.Sub(s.UpdatedAt) < LiveTimeout
 }
 
-// Claim is a live publish lease on a stream, held by one ingest.
+// Claim is a live publish lease on a stream, held by one ingest. It also holds the session's
+// segment numbers: chunk seq of the session is segment Base()+seq, and the stream's numbers run
+// on across sessions (a player's media sequence never goes back, a URL never names two
+// segments). Numbers are reserved in blocks before use (Reserve), so a session whose ingest
+// dies leaves at most a block unused and never a number the next session could reuse.
 type Claim struct {
 	reg  *Registry
 	key  string
 	rev  uint64
 	sess Session
+
+	nmu  sync.Mutex
+	nrev uint64 // revision of the stream's numbers record
+	base uint64
+	next uint64 // numbers below this are reserved for the session (or taken before it)
 }
+
+// numbers is a stream's numbering record: numbers below Next are used or reserved, Session's
+// from Base.
+type numbers struct {
+	Session string `json:"session"`
+	Base    uint64 `json:"base"`
+	Next    uint64 `json:"next"`
+}
+
+// reserveAhead is how many numbers a session reserves at a time: a reservation every minute
+// or so at 2 s chunks, and what a crashed session can leave unused.
+const reserveAhead = 32
+
+func numbersKey(streamID string) string { return "numbers." + streamID }
 
 // Claim takes the stream's live lease for a new session, or fails with ErrBusy while another
 // publisher's lease is fresh.
@@ -94,7 +118,90 @@ func (r *Registry) Claim(ctx context.Context, streamID, sessionID string) (*Clai
 	if err := r.putSession(ctx, &c.sess); err != nil {
 		return nil, err
 	}
+	if err := c.startNumbers(ctx); err != nil {
+		return nil, fmt.Errorf("streams: segment numbers of %s: %w", streamID, err)
+	}
 	return c, nil
+}
+
+// startNumbers begins the session's numbers where the stream's last session's end (or its
+// reservation) left them.
+func (c *Claim) startNumbers(ctx context.Context) error {
+	key := numbersKey(c.sess.StreamID)
+	for attempt := 0; attempt < 5; attempt++ {
+		var cur numbers
+		b, rev, err := c.reg.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, queue.ErrNotFound):
+			rev = 0
+		case err != nil:
+			return err
+		default:
+			if err := json.Unmarshal(b, &cur); err != nil {
+				return fmt.Errorf("corrupt numbers record: %w", err)
+			}
+		}
+		n := numbers{Session: c.sess.ID, Base: cur.Next, Next: cur.Next + reserveAhead}
+		nb, _ := json.Marshal(n)
+		if rev == 0 {
+			rev, err = c.reg.kv.Create(ctx, key, nb)
+		} else {
+			rev, err = c.reg.kv.Update(ctx, key, nb, rev)
+		}
+		if errors.Is(err, queue.ErrExists) || errors.Is(err, queue.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.nrev, c.base, c.next = rev, n.Base, n.Next
+		return nil
+	}
+	return ErrConflict
+}
+
+// Base is the segment number of the session's chunk 0.
+func (c *Claim) Base() uint64 { return c.base }
+
+// Reserve makes sure the session's chunk seq has its number reserved, extending the
+// reservation when it does not (one write per reserveAhead chunks). ErrBusy means another
+// session took the stream's numbers over: this one must not use them.
+func (c *Claim) Reserve(ctx context.Context, seq uint64) error {
+	c.nmu.Lock()
+	defer c.nmu.Unlock()
+	if c.base+seq < c.next {
+		return nil
+	}
+	return c.setNext(ctx, c.base+seq+reserveAhead)
+}
+
+// setNext moves the stream's next free number to next while the record is still this
+// session's; c.nmu is held.
+func (c *Claim) setNext(ctx context.Context, next uint64) error {
+	key := numbersKey(c.sess.StreamID)
+	n := numbers{Session: c.sess.ID, Base: c.base, Next: next}
+	nb, _ := json.Marshal(n)
+	rev, err := c.reg.kv.Update(ctx, key, nb, c.nrev)
+	if errors.Is(err, queue.ErrConflict) {
+		// A write that timed out may have been applied: the record is read back.
+		b, curRev, gerr := c.reg.kv.Get(ctx, key)
+		if gerr != nil {
+			return gerr
+		}
+		var cur numbers
+		if json.Unmarshal(b, &cur) != nil || cur.Session != c.sess.ID {
+			return ErrBusy
+		}
+		rev, err = c.reg.kv.Update(ctx, key, nb, curRev)
+	}
+	if errors.Is(err, queue.ErrConflict) || errors.Is(err, queue.ErrNotFound) {
+		return ErrBusy
+	}
+	if err != nil {
+		return err
+	}
+	c.nrev, c.next = rev, next
+	return nil
 }
 
 // Heartbeat refreshes the lease with current figures. ErrBusy means the lease was lost. The
@@ -135,8 +242,19 @@ func (c *Claim) Heartbeat(ctx context.Context, h Health) error {
 	return nil
 }
 
-// Release ends the session and frees the lease.
-func (c *Claim) Release(ctx context.Context, bytesIn uint64, reason string) error {
+// Release ends the session and frees the lease. chunks is how many segment numbers the
+// session used (its chunks' seqs are below it): the rest of its reservation goes back, so the
+// next session's numbers follow on without a jump.
+func (c *Claim) Release(ctx context.Context, bytesIn, chunks uint64, reason string) error {
+	c.nmu.Lock()
+	var errN error
+	if c.base+chunks < c.next {
+		errN = c.setNext(ctx, c.base+chunks)
+	}
+	c.nmu.Unlock()
+	if errors.Is(errN, ErrBusy) {
+		errN = nil // the numbers are another session's now; nothing of ours to give back
+	}
 	now := time.Now().UTC()
 	c.sess.EndedAt, c.sess.UpdatedAt, c.sess.BytesIn, c.sess.EndReason, c.sess.Health = &now, now, bytesIn, reason, nil
 	err1 := c.reg.putSession(ctx, &c.sess)
@@ -150,7 +268,7 @@ func (c *Claim) Release(ctx context.Context, bytesIn uint64, reason string) erro
 	} else if errors.Is(err, queue.ErrNotFound) {
 		err = nil
 	}
-	return errors.Join(err1, err)
+	return errors.Join(err1, err, errN)
 }
 
 // Session is the claim's session record.
@@ -243,5 +361,5 @@ func (r *Registry) DeleteSessions(ctx context.Context, streamID string) error {
 	for _, k := range keys {
 		_ = r.kv.Delete(ctx, k)
 	}
-	return r.kv.Delete(ctx, "live."+streamID)
+	return errors.Join(r.kv.Delete(ctx, "live."+streamID), r.kv.Delete(ctx, numbersKey(streamID)))
 }

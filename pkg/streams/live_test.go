@@ -56,14 +56,14 @@ func TestLiveLease(t *testing.T) {
 	if err != nil || live == nil || live.ID != "sess-a" || live.Health == nil || live.Health.KeyframeInterval != 20 {
 		t.Fatalf("live = %+v, %v", live, err)
 	}
-	if err := a.Release(ctx, 1234, "publisher left"); err != nil {
+	if err := a.Release(ctx, 1234, 0, "publisher left"); err != nil {
 		t.Fatal(err)
 	}
 	if live, err := r.Live(ctx, st.ID); err != nil || live != nil {
 		t.Fatalf("after release: live = %+v, %v", live, err)
 	}
 	// Released twice (a retry) is harmless.
-	if err := a.Release(ctx, 1234, "publisher left"); err != nil {
+	if err := a.Release(ctx, 1234, 0, "publisher left"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -85,7 +85,7 @@ func TestLiveLease(t *testing.T) {
 	if err := a2.Heartbeat(ctx, h); err != nil {
 		t.Fatalf("second heartbeat: %v", err)
 	}
-	if err := a2.Release(ctx, 1, "publisher left"); err != nil {
+	if err := a2.Release(ctx, 1, 0, "publisher left"); err != nil {
 		t.Fatal(err)
 	}
 	if live, err := r.Live(ctx, st.ID); err != nil || live != nil {
@@ -115,7 +115,7 @@ func TestLiveLease(t *testing.T) {
 	if err := b.Heartbeat(ctx, h); !errors.Is(err, ErrBusy) {
 		t.Fatalf("heartbeat on a lost lease: %v, want ErrBusy", err)
 	}
-	if err := b.Release(ctx, 0, "late"); err != nil {
+	if err := b.Release(ctx, 0, 0, "late"); err != nil {
 		t.Fatal(err)
 	}
 	if live, err := r.Live(ctx, st.ID); err != nil || live == nil || live.ID != "sess-c" {
@@ -170,4 +170,59 @@ func sessionNamed(t *testing.T, r *Registry, streamID, id string) *Session {
 	}
 	t.Fatalf("session %s not listed", id)
 	return nil
+}
+
+// Segment numbers run on across a stream's sessions: a session that ends gives back what it
+// did not use, a reservation grows as chunks need it, and a session whose ingest died leaves
+// its whole reservation behind, so the next session never reuses a number it may have written.
+func TestSegmentNumbers(t *testing.T) {
+	r := openRegistry(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, _, err := r.Create(ctx, "numbers", "default", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Claim(ctx, st.ID, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Base() != 0 {
+		t.Fatalf("first session's base %d", a.Base())
+	}
+	for seq := uint64(0); seq < 3*reserveAhead; seq++ {
+		if err := a.Reserve(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const used = 3 * reserveAhead // seqs 0 to used-1
+	if err := a.Release(ctx, 0, used, "publisher left"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Claim(ctx, st.ID, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Base() != used {
+		t.Fatalf("second session's base %d, want %d (where the first ended)", b.Base(), used)
+	}
+	if err := b.Reserve(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	// s2's ingest dies: its lease goes stale, nothing is released.
+	stale, _ := json.Marshal(Session{ID: "s2", StreamID: st.ID, UpdatedAt: time.Now().Add(-2 * LiveTimeout)})
+	if _, err := r.kv.Put(ctx, "live."+st.ID, stale); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Claim(ctx, st.ID, "s3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Base() < b.Base()+6 || c.Base() != b.next {
+		t.Fatalf("third session's base %d: s2 (base %d) reserved below %d", c.Base(), b.Base(), b.next)
+	}
+	// The dead session's numbers are no longer its own.
+	if err := b.Reserve(ctx, 10*reserveAhead); !errors.Is(err, ErrBusy) {
+		t.Fatalf("the replaced session reserved more: %v", err)
+	}
 }

@@ -179,12 +179,13 @@ start_step() {
   start_role api "${p[4]}" --nats-url "$nats_url" --api-token "$TOKEN" --profile passthrough \
     --public-base-url "$S3_ENDPOINT/$S3_BUCKET" --rtmp-public-url "rtmp://127.0.0.1:$RTMP_PORT/live"
   ready api || return 1
-  start_role ingest "${p[5]}" --nats-url "$nats_url" --rtmp-addr "127.0.0.1:$RTMP_PORT"
-  start_role transcoder "${p[6]}" --nats-url "$nats_url" --profile passthrough --ffmpeg "$FFMPEG" \
+  # The roles that write media: the ingest (source and audio), transcoders (rungs), packagers.
+  local s3=(--s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-region us-east-1
+    --s3-access-key "$S3_ACCESS" --s3-secret-key "$S3_SECRET")
+  start_role ingest "${p[5]}" --nats-url "$nats_url" --rtmp-addr "127.0.0.1:$RTMP_PORT" --profile passthrough "${s3[@]}"
+  start_role transcoder "${p[6]}" --nats-url "$nats_url" --profile passthrough --ffmpeg "$FFMPEG" "${s3[@]}" \
     ${TRANSCODER_CONCURRENCY:+--transcoder-concurrency "$TRANSCODER_CONCURRENCY"}
-  start_role packager "${p[7]}" --nats-url "$nats_url" --ffmpeg "$FFMPEG" \
-    --s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-region us-east-1 \
-    --s3-access-key "$S3_ACCESS" --s3-secret-key "$S3_SECRET"
+  start_role packager "${p[7]}" --nats-url "$nats_url" --ffmpeg "$FFMPEG" "${s3[@]}"
   ready ingest transcoder packager || return 1
   log "$STEP_NAME: minio $MINIO_PID, nats ${ROLE_PID[nats]}, api ${ROLE_PID[api]}, ingest ${ROLE_PID[ingest]}, transcoder ${ROLE_PID[transcoder]}, packager ${ROLE_PID[packager]}"
 }

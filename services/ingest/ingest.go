@@ -1,18 +1,18 @@
 // Package ingest is the RTMP front door: it authorizes publishers by stream key, cuts each
-// publish session into GOP-aligned chunks and hands them to the transcoders through the queue.
-// It keeps no media beyond the chunk being built and a bounded backlog of finished chunks.
+// publish session into GOP-aligned chunks, writes every chunk's source video and audio to the
+// bucket as CMAF segments, and, for a session with rungs to encode, streams the chunks' video to
+// the transcoders through the queue while they are being cut. It keeps no media beyond the
+// chunks being built and a bounded backlog of finished ones.
 package ingest
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -22,9 +22,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/gopcast/gopcast/pkg/media"
-	"github.com/gopcast/gopcast/pkg/media/chunker"
 	"github.com/gopcast/gopcast/pkg/media/codec"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/storage"
 	"github.com/gopcast/gopcast/pkg/streams"
 )
 
@@ -43,9 +43,8 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ReadTimeout drops a publisher that sends nothing for this long.
 	ReadTimeout time.Duration
-	// Live streams each chunk to a transcoder while it is written (when the Publisher is a
-	// LiveOfferer and a transcoder takes it), so the ladder is encoded as the stream arrives.
-	Live bool
+	// DefaultProfile is the ladder of streams that name none.
+	DefaultProfile string
 	// ReadBatch is the period of the shared clock on whose ticks publishing connections are
 	// read, out of Go's poller on Linux (0: read as bytes arrive), so one read takes several
 	// frames and the sessions wake together.
@@ -71,6 +70,9 @@ func (c *Config) defaults() {
 	if c.ReadTimeout == 0 {
 		c.ReadTimeout = 10 * time.Second
 	}
+	if c.DefaultProfile == "" {
+		c.DefaultProfile = "default"
+	}
 }
 
 // Registry is what the ingest needs from the stream registry: key checks, the one-publisher
@@ -82,11 +84,14 @@ type Registry interface {
 	Watch(ctx context.Context) (<-chan string, error)
 }
 
-// Publisher hands finished chunks and lifecycle events on.
-type Publisher interface {
-	// PublishChunk sends a chunk; it may not keep data after it returns (the ingest reuses
-	// the memory for later chunks).
-	PublishChunk(ctx context.Context, job *queue.Chunk, data []byte) error
+// Queue is what the ingest sends through NATS: encode jobs, chunk parts and ends, segment
+// records, lifecycle events. None of them may keep a byte slice after returning (the ingest
+// reuses the memory for later chunks).
+type Queue interface {
+	PublishJob(ctx context.Context, job *queue.EncodeJob) error
+	PublishPart(ctx context.Context, p queue.Part) error
+	PublishChunk(ctx context.Context, c *queue.Chunk) error
+	PublishSegment(ctx context.Context, seg *queue.Segment) error
 	PublishEvent(ctx context.Context, ev queue.Event) error
 }
 
@@ -95,25 +100,26 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 	reg Registry
-	pub Publisher
+	q   Queue
+	w   *storage.Writer
 
-	mu       sync.Mutex
-	ln       net.Listener
-	live     map[string]*session // by stream id
-	conns    map[net.Conn]struct{}
-	ready    chan struct{}
-	closing  bool
-	sessions sync.WaitGroup
+	mu         sync.Mutex
+	ln         net.Listener
+	publishers map[string]*session // by stream id
+	conns      map[net.Conn]struct{}
+	ready      chan struct{}
+	closing    bool
+	handlers   sync.WaitGroup
 }
 
-// New returns an ingest service.
-func New(cfg Config, log *slog.Logger, reg Registry, pub Publisher) *Service {
+// New returns an ingest service writing segments with w.
+func New(cfg Config, log *slog.Logger, reg Registry, q Queue, w *storage.Writer) *Service {
 	cfg.defaults()
 	return &Service{
-		cfg: cfg, log: log, reg: reg, pub: pub,
-		live:  make(map[string]*session),
-		conns: make(map[net.Conn]struct{}),
-		ready: make(chan struct{}),
+		cfg: cfg, log: log, reg: reg, q: q, w: w,
+		publishers: make(map[string]*session),
+		conns:      make(map[net.Conn]struct{}),
+		ready:      make(chan struct{}),
 	}
 }
 
@@ -165,14 +171,14 @@ func (s *Service) Run(ctx context.Context) error {
 		raw, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
-				s.sessions.Wait()
+				s.handlers.Wait()
 				return nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			s.sessions.Wait()
+			s.handlers.Wait()
 			return fmt.Errorf("ingest: accept: %w", err)
 		}
 		conn := newPolledConn(raw)
@@ -183,10 +189,10 @@ func (s *Service) Run(ctx context.Context) error {
 			continue
 		}
 		s.conns[conn] = struct{}{}
-		s.sessions.Add(1)
+		s.handlers.Add(1)
 		s.mu.Unlock()
 		go func() {
-			defer s.sessions.Done()
+			defer s.handlers.Done()
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, conn)
@@ -219,309 +225,6 @@ func (s *Service) handle(ctx context.Context, conn net.Conn) {
 	}
 }
 
-func (s *Service) serve(ctx context.Context, conn net.Conn, log *slog.Logger) (retErr error) {
-	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	pc := newPublisherConn(conn)
-	sc := &gortmplib.ServerConn{RW: pc}
-	if err := sc.Initialize(); err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
-	if err := sc.AcceptConn(); err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	if !sc.Publish {
-		refuse(sc, "NetStream.Play.Failed", "playback over RTMP is not offered: watch the stream's HLS or DASH URL")
-		return fmt.Errorf("%w: playback over RTMP is not offered; watch HLS or DASH", errRefused)
-	}
-	app, key := splitPath(sc.URL.Path)
-	if app != "live" {
-		refuse(sc, "NetStream.Publish.BadName", fmt.Sprintf("unknown application %q: publish to rtmp://HOST/live/STREAM_KEY", app))
-		return fmt.Errorf("%w: unknown application %q (publish to rtmp://HOST/live/STREAM_KEY)", errRefused, app)
-	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	st, err := s.reg.Authorize(actx, key)
-	cancel()
-	if err != nil {
-		_ = sc.RejectAction()
-		if errors.Is(err, streams.ErrUnknownKey) {
-			return fmt.Errorf("%w: %v", errRefused, err)
-		}
-		return fmt.Errorf("%w: key check failed: %v", errRefused, err)
-	}
-	log = log.With("stream_id", st.ID)
-
-	sess := &session{id: uuidString(), stream: st, started: time.Now(), conn: conn}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	claim, err := s.reg.Claim(cctx, st.ID, sess.id)
-	cancel()
-	if err != nil {
-		if errors.Is(err, streams.ErrBusy) {
-			refuse(sc, "NetStream.Publish.BadName", "the stream already has a publisher")
-			return fmt.Errorf("%w: stream %s already has a publisher", errRefused, st.ID)
-		}
-		_ = sc.RejectAction()
-		return fmt.Errorf("%w: live lease: %v", errRefused, err)
-	}
-	log = log.With("session_id", sess.id)
-	s.track(sess)
-	endReason := "publisher left"
-	var m *meter
-	defer func() {
-		s.untrack(sess)
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if r := sess.kickReason(); r != "" {
-			endReason = r
-		} else if m == nil && retErr != nil {
-			endReason = retErr.Error() // refused, or no media came: the session record says why
-		}
-		if err := claim.Release(rctx, sc.BytesReceived(), endReason); err != nil {
-			log.Warn("releasing the live lease failed", "err", err)
-		}
-		if m != nil {
-			s.event(rctx, queue.EventStreamIdle, sess, map[string]any{"reason": endReason, "bytes_in": sc.BytesReceived()})
-		}
-	}()
-
-	// The Reader accepts the publish itself only when handed the ServerConn, not a wrapper.
-	if err := sc.AcceptAction(); err != nil {
-		return fmt.Errorf("accepting the publish: %w", err)
-	}
-	ac := &announcedConn{Conn: sc}
-	r := &gortmplib.Reader{Conn: ac}
-	if err := r.Initialize(); err != nil {
-		return fmt.Errorf("reading tracks: %w", err)
-	}
-	var vTrack, aTrack *gortmplib.Track
-	var extra []*gortmplib.Track // further tracks of an enhanced-RTMP multitrack publish
-	for _, t := range r.Tracks() {
-		switch c := t.Codec.(type) {
-		case *codecs.H264:
-			if vTrack == nil {
-				vTrack = t
-			} else {
-				extra = append(extra, t)
-			}
-		case *codecs.MPEG4Audio:
-			if aTrack == nil {
-				aTrack = t
-			} else {
-				extra = append(extra, t)
-			}
-		default:
-			refuse(sc, "NetStream.Publish.BadName", fmt.Sprintf("unsupported codec %s: gopcast takes H.264 video with AAC audio", codecName(c)))
-			return fmt.Errorf("%w: unsupported codec %s", errRefused, codecName(c))
-		}
-	}
-	if vTrack == nil {
-		refuse(sc, "NetStream.Publish.BadName", "no H.264 video track: gopcast needs H.264 video (AAC audio optional)")
-		return fmt.Errorf("%w: no H.264 video track", errRefused)
-	}
-	h := vTrack.Codec.(*codecs.H264)
-	vcfg := media.H264Config{SPS: h.SPS, PPS: h.PPS}
-	vp, err := videoParams(vcfg)
-	if err != nil {
-		refuse(sc, "NetStream.Publish.BadName", "H.264 parameters could not be parsed")
-		return fmt.Errorf("%w: %v", errRefused, err)
-	}
-	var acfg *media.AACConfig
-	var ap *queue.AudioParams
-	if aTrack != nil {
-		asc, err := aTrack.Codec.(*codecs.MPEG4Audio).Config.Marshal()
-		if err != nil {
-			return fmt.Errorf("%w: AAC config: %v", errRefused, err)
-		}
-		acfg = &media.AACConfig{ASC: asc}
-		if ap, err = audioParams(*acfg); err != nil {
-			return fmt.Errorf("%w: %v", errRefused, err)
-		}
-	}
-	ch, err := chunker.New(chunker.Config{
-		Target:   int64(s.cfg.ChunkTarget) * media.Timescale / int64(time.Second),
-		MaxBytes: s.cfg.MaxChunkBytes,
-		Buffer:   chunkBuffer,
-	}, vcfg, acfg)
-	if err != nil {
-		return err
-	}
-	log.Info("publish started", "video", vp.Codec, "width", vp.Width, "height", vp.Height, "audio", ap != nil,
-		"tracks_from_metadata", ac.endedEarly)
-	base := streams.Health{VideoCodec: vp.Codec, Width: vp.Width, Height: vp.Height}
-	if ap != nil {
-		base.AudioCodec = ap.Codec
-	}
-	m = newMeter(base, ap != nil)
-	s.event(ctx, queue.EventStreamLive, sess, map[string]any{"video": vp, "audio": ap})
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		s.heartbeat(hbCtx, claim, m, sc, sess, log)
-	}()
-	defer func() { stopHB(); <-hbDone }()
-
-	out := newOutbox(s.pub, s.cfg.MaxBacklog, log)
-	outCtx, stopOut := context.WithCancel(context.WithoutCancel(ctx))
-	outDone := make(chan struct{})
-	go func() { defer close(outDone); out.run(outCtx) }()
-	defer func() {
-		out.close()
-		// Give the backlog a bounded time to reach JetStream before giving up on it.
-		select {
-		case <-outDone:
-		case <-time.After(30 * time.Second):
-			log.Error("chunk backlog not delivered before timeout; dropping it", "pending", out.pending())
-			stopOut()
-			<-outDone
-		}
-		stopOut()
-	}()
-
-	srcRate := 0 // the session's video bits/s, from its first chunk
-	job := func(c *chunker.Chunk) *queue.Chunk {
-		origin, _ := ch.AudioOrigin()
-		if srcRate == 0 && c.Duration > 0 {
-			srcRate = int(int64(c.VideoBytes) * 8 * media.Timescale / c.Duration)
-		}
-		return &queue.Chunk{
-			StreamID: st.ID, SessionID: sess.id, Seq: c.Seq, Profile: st.Profile, Record: st.Record,
-			Start: c.Start, Duration: c.Duration, TSBase: chunker.TSBase, AudioOrigin: origin,
-			SourceBitrate: srcRate, Video: vp, Audio: ap, Last: c.Last, Created: time.Now().UTC(),
-		}
-	}
-	var live *liveChunks
-	if lo, ok := s.pub.(LiveOfferer); ok && s.cfg.Live && mayEncode(st.Profile, vp.Height) {
-		// Offers outlive a shutdown (each is bounded by its attempts): a chunk cut just before
-		// it is still offered, and finished live, rather than left as a job for the next start.
-		live = newLiveChunks(context.WithoutCancel(ctx), lo, queue.LiveOffer{StreamID: st.ID, SessionID: sess.id, Profile: st.Profile, Video: vp}, log)
-		defer live.close()
-	}
-	var fail error
-	backlogFull := false
-	emit := func(c *chunker.Chunk) {
-		// After a failure the remaining chunks still go out, so the session ends with its Last
-		// chunk; only a full backlog has no room for them.
-		if c == nil || backlogFull {
-			return
-		}
-		j := job(c)
-		sc := newSharedChunk(c.Data, 1)
-		if live != nil {
-			live.end(j, sc) // before the outbox, whose goroutine fills the job in
-		}
-		if !out.push(j, sc) {
-			sc.release()
-			backlogFull = true
-			if fail == nil {
-				fail = fmt.Errorf("chunk backlog over %d chunks: the queue is unreachable; dropping the publisher", s.cfg.MaxBacklog)
-			}
-		}
-	}
-	// RTMP timestamps are 32-bit milliseconds; each track's are carried past the roll-over.
-	// Decode times that really go backwards (an encoder restarting its clock) would put frames
-	// before their chunk's start, so they end the session instead.
-	var vClock, aClock unwrapper
-	backwards := func(kind string, from, to int64) error {
-		return fmt.Errorf("%s timestamps went backwards from %.3f s to %.3f s (encoder clock reset?): ending the session",
-			kind, float64(from-media.SessionOrigin)/media.Timescale, float64(to-media.SessionOrigin)/media.Timescale)
-	}
-	r.OnDataH264(vTrack, func(pts, dts time.Duration, au [][]byte) {
-		if fail != nil || len(au) == 0 {
-			return
-		}
-		if onlyParameterSets(au) {
-			return // a repeated sequence header, not a frame
-		}
-		last, seen := vClock.last, vClock.seen
-		udts := vClock.unwrap(dts)
-		f := media.VideoFrame{PTS: ticks(udts + pts - dts), DTS: ticks(udts), Key: isIDR(au), NALUs: au}
-		if seen && udts < last {
-			fail = backwards("video", ticks(last), f.DTS)
-			return
-		}
-		m.video(f)
-		done, err := ch.WriteVideo(f)
-		emit(done)
-		if err != nil && fail == nil {
-			fail = err
-		}
-		if live != nil && fail == nil {
-			live.update(ch.Open())
-		}
-	})
-	if aTrack != nil {
-		r.OnDataMPEG4Audio(aTrack, func(pts time.Duration, au []byte) {
-			if fail != nil || len(au) == 0 {
-				return
-			}
-			last, seen := aClock.last, aClock.seen
-			upts := aClock.unwrap(pts)
-			if seen && upts < last-audioJitter {
-				fail = backwards("audio", ticks(last), ticks(upts))
-				return
-			}
-			m.audio(len(au))
-			done, err := ch.WriteAudio(media.AudioFrame{PTS: ticks(upts), Data: au})
-			emit(done)
-			if err != nil && fail == nil {
-				fail = err
-			}
-		})
-	}
-	for _, t := range extra {
-		log.Info("ignoring an extra track of a multitrack publish", "codec", fmt.Sprintf("%T", t.Codec))
-		switch t.Codec.(type) {
-		case *codecs.H264:
-			r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
-		case *codecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(time.Duration, []byte) {})
-		}
-	}
-
-	if p, ok := conn.(*polledConn); ok && s.cfg.ReadBatch > 0 {
-		switch err := p.poll(s.cfg.ReadBatch); {
-		case errors.Is(err, errPollUnsupported):
-			log.Debug("publisher's connection read as bytes arrive", "err", err)
-		case err != nil:
-			log.Warn("publisher's connection not polled on ticks; reading it as bytes arrive", "err", err)
-		}
-	}
-	var readErr error
-	// ctx is checked too: shutdown ends the read with a deadline, which the next iteration
-	// would otherwise replace while the publisher keeps sending.
-	for fail == nil && ctx.Err() == nil {
-		// Writes too (acknowledgements, ping replies): the handshake deadline has passed.
-		_ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout))
-		if readErr = r.Read(); readErr != nil {
-			break
-		}
-	}
-	if rest := ch.Flush(); len(rest) > 0 {
-		for _, c := range rest {
-			emit(c)
-		}
-	} else if !backlogFull {
-		out.push(&queue.Chunk{StreamID: st.ID, SessionID: sess.id, Seq: ch.Seq(), Last: true, Record: st.Record, TSBase: chunker.TSBase, Created: time.Now().UTC()}, nil)
-	}
-	if r := sess.kickReason(); r != "" {
-		endReason = r
-	} else if fail != nil {
-		endReason = fail.Error()
-	} else if ctx.Err() != nil {
-		endReason = "server shutting down"
-	} else if readErr != nil && !errors.Is(readErr, io.EOF) && !errors.Is(readErr, syscall.ECONNRESET) {
-		// Not the publisher leaving: it went quiet, or sent what the RTMP reader refuses.
-		var ne net.Error
-		if errors.As(readErr, &ne) && ne.Timeout() {
-			endReason = fmt.Sprintf("nothing received for %v", s.cfg.ReadTimeout)
-		} else {
-			endReason = "RTMP error: " + readErr.Error()
-		}
-	}
-	log.Info("publish ended", "chunks", ch.Seq(), "reason", endReason, "read_err", errString(readErr))
-	return fail
-}
-
 func errString(err error) string {
 	if err == nil {
 		return ""
@@ -546,44 +249,17 @@ func refuse(sc *gortmplib.ServerConn, code, description string) {
 	})
 }
 
-type session struct {
-	id      string
-	stream  *streams.Stream
-	started time.Time
-	conn    net.Conn
-
-	mu     sync.Mutex
-	kicked string
-}
-
-// kick ends the session from outside its read loop: the connection is closed, the read fails,
-// and the session ends normally (last chunk flushed, lease released).
-func (se *session) kick(reason string) {
-	se.mu.Lock()
-	if se.kicked == "" {
-		se.kicked = reason
-	}
-	se.mu.Unlock()
-	_ = se.conn.Close()
-}
-
-func (se *session) kickReason() string {
-	se.mu.Lock()
-	defer se.mu.Unlock()
-	return se.kicked
-}
-
 func (s *Service) track(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.live[sess.stream.ID] = sess
+	s.publishers[sess.stream.ID] = sess
 }
 
 func (s *Service) untrack(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.live[sess.stream.ID] == sess {
-		delete(s.live, sess.stream.ID)
+	if s.publishers[sess.stream.ID] == sess {
+		delete(s.publishers, sess.stream.ID)
 	}
 }
 
@@ -603,7 +279,7 @@ func (s *Service) watchStreams(ctx context.Context) {
 		}
 		for id := range ch {
 			s.mu.Lock()
-			sess := s.live[id]
+			sess := s.publishers[id]
 			s.mu.Unlock()
 			if sess == nil {
 				continue
@@ -620,48 +296,6 @@ func (s *Service) watchStreams(ctx context.Context) {
 				sess.kick("stream key rotated")
 			}
 		}
-	}
-}
-
-// heartbeatEvery is how often a session's lease and health figures are refreshed: a fifth of
-// streams.LiveTimeout, so a lease survives four lost beats.
-const heartbeatEvery = streams.LiveTimeout / 5
-
-// firstHeartbeat comes sooner: a new session's health shows a second after it starts.
-const firstHeartbeat = time.Second
-
-// heartbeat keeps the session's live lease fresh with its health figures; losing the lease
-// (another ingest took the stream over) ends the session.
-func (s *Service) heartbeat(ctx context.Context, claim *streams.Claim, m *meter, sc *gortmplib.ServerConn, sess *session, log *slog.Logger) {
-	t := time.NewTimer(firstHeartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		t.Reset(heartbeatEvery)
-		hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := claim.Heartbeat(hctx, m.health(sc.BytesReceived()))
-		cancel()
-		if errors.Is(err, streams.ErrBusy) {
-			log.Warn("live lease lost; disconnecting the publisher")
-			sess.kick("live lease lost")
-			return
-		}
-		if err != nil && ctx.Err() == nil {
-			log.Warn("heartbeat failed", "err", err)
-		}
-	}
-}
-
-func (s *Service) event(ctx context.Context, kind string, sess *session, data map[string]any) {
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-	defer cancel()
-	ev := queue.Event{Kind: kind, StreamID: sess.stream.ID, SessionID: sess.id, Data: data}
-	if err := s.pub.PublishEvent(ectx, ev); err != nil {
-		s.log.Warn("publishing event failed", "kind", kind, "err", err)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/handshake"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 
-	"github.com/gopcast/gopcast/pkg/media/cmaf"
 	"github.com/gopcast/gopcast/pkg/queue"
 	"github.com/gopcast/gopcast/pkg/streams"
 )
@@ -20,92 +19,22 @@ import (
 // publishClip publishes src whole (as fast as the connection takes it) and leaves cleanly.
 func publishClip(t *testing.T, r *rig, key string, src *source, video, audio bool) {
 	t.Helper()
+	publishPaced(t, r, key, src, video, audio, nil)
+}
+
+// publishPaced publishes src whole at the pace given (nil: as fast as the connection takes
+// it) and leaves cleanly.
+func publishPaced(t *testing.T, r *rig, key string, src *source, video, audio bool, pace func(time.Duration)) {
+	t.Helper()
 	c, err := r.connect("/live/" + key)
 	if err != nil {
 		t.Fatalf("publish refused: %v", err)
 	}
 	p := newPusher(t, c, src, video, audio)
-	if err := p.push(src, 0, time.Hour, 0, nil); err != nil {
+	if err := p.push(src, 0, time.Hour, 0, pace); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-}
-
-// sessionOf waits for the stream's chunks to name a session and returns its id.
-func (r *rig) sessionOf(streamID string) string {
-	r.t.Helper()
-	var id string
-	eventually(r.t, 10*time.Second, "a chunk of stream "+streamID, func() bool {
-		for _, c := range r.allChunks() {
-			if c.job.StreamID == streamID {
-				id = c.job.SessionID
-				return true
-			}
-		}
-		return false
-	})
-	return id
-}
-
-// checkChunks holds a session's chunks to the contract: sequence 0, 1, 2… without holes,
-// exactly one Last and it is the final one, Start never going backwards and each chunk running
-// to the next one's start, every chunk with bytes starting on a keyframe with SPS and PPS in
-// band and no larger than maxBytes (0: unchecked). It returns the video frames they hold.
-func checkChunks(t *testing.T, cs []chunkSeen, maxBytes int) (frames int) {
-	t.Helper()
-	if len(cs) == 0 {
-		t.Fatal("no chunks")
-	}
-	for i, c := range cs {
-		j := c.job
-		if j.Seq != uint64(i) {
-			t.Fatalf("chunk %d has seq %d (seqs: %v)", i, j.Seq, seqs(cs))
-		}
-		if j.Last != (i == len(cs)-1) {
-			t.Errorf("chunk %d: Last=%v of %d chunks", i, j.Last, len(cs))
-		}
-		if i > 0 && len(c.data) > 0 {
-			prev := cs[i-1].job
-			if j.Start < prev.Start {
-				t.Errorf("chunk %d starts at %d, before chunk %d's start %d", i, j.Start, i-1, prev.Start)
-			}
-			if prev.Start+prev.Duration != j.Start {
-				t.Errorf("chunk %d ends at %d but chunk %d starts at %d", i-1, prev.Start+prev.Duration, i, j.Start)
-			}
-		}
-		if len(c.data) == 0 {
-			if !j.Last {
-				t.Errorf("chunk %d has no bytes but is not the last", i)
-			}
-			continue
-		}
-		if j.Duration <= 0 {
-			t.Errorf("chunk %d: duration %d", i, j.Duration)
-		}
-		if maxBytes > 0 && len(c.data) > maxBytes+64<<10 {
-			t.Errorf("chunk %d: %d bytes, over the %d limit", i, len(c.data), maxBytes)
-		}
-		dem, err := cmaf.Demux(c.data)
-		if err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		if len(dem.Video) == 0 || !dem.Video[0].Key || dem.H264 == nil {
-			t.Fatalf("chunk %d does not start on a keyframe with its SPS/PPS", i)
-		}
-		if got := dem.Video[0].DTS; got != j.TSBase {
-			t.Errorf("chunk %d: first DTS in the file %d, want TSBase %d", i, got, j.TSBase)
-		}
-		frames += len(dem.Video)
-	}
-	return frames
-}
-
-func seqs(cs []chunkSeen) []uint64 {
-	var out []uint64
-	for _, c := range cs {
-		out = append(out, c.job.Seq)
-	}
-	return out
 }
 
 // Garbage on the RTMP port ends that connection within the handshake timeout, publishes
@@ -147,8 +76,8 @@ func TestGarbageOnRTMPPort(t *testing.T) {
 			t.Logf("%s: closed after %v", tc.name, took.Round(10*time.Millisecond))
 		})
 	}
-	if n := len(r.allChunks()); n != 0 {
-		t.Fatalf("%d chunks published from garbage", n)
+	if n := r.tap.media(); n != 0 {
+		t.Fatalf("%d media messages published from garbage", n)
 	}
 	if n := len(r.eventsOf(queue.EventStreamLive, st.ID)); n != 0 {
 		t.Fatalf("garbage made the stream live")
@@ -158,7 +87,7 @@ func TestGarbageOnRTMPPort(t *testing.T) {
 	src := makeSource(t, 8, 30, "160x90", true)
 	publishClip(t, r, key, src, true, true)
 	sess := r.sessionOf(st.ID)
-	checkChunks(t, r.waitSessionEnd(st, sess, 10*time.Second), 0)
+	checkChunks(t, r, r.waitSessionEnd(st, sess, 10*time.Second), checks{})
 	if strings.Contains(r.logs.String(), key) {
 		t.Fatal("the stream key appears in the log")
 	}
@@ -222,8 +151,8 @@ func TestStalledHandshakeClosedByTimeout(t *testing.T) {
 			t.Errorf("the session record of a publish that sent no media ends with %q", se.EndReason)
 		}
 	})
-	if n := len(r.allChunks()); n != 0 {
-		t.Fatalf("%d chunks published", n)
+	if n := r.tap.media(); n != 0 {
+		t.Fatalf("%d media messages published", n)
 	}
 }
 
@@ -300,8 +229,8 @@ func TestOtherCodecsRefusedByName(t *testing.T) {
 			}
 		})
 	}
-	if n := len(r.allChunks()); n != 0 {
-		t.Fatalf("%d chunks published", n)
+	if n := r.tap.media(); n != 0 {
+		t.Fatalf("%d media messages published", n)
 	}
 }
 
@@ -362,16 +291,16 @@ func TestAudioOnlyRefusedVideoOnlyAccepted(t *testing.T) {
 			t.Errorf("health of a video-only publish: %+v", health)
 		}
 		cs := r.waitSessionEnd(st, r.sessionOf(st.ID), 10*time.Second)
-		checkChunks(t, cs, 0)
+		checkChunks(t, r, cs, checks{})
 		for _, c := range cs {
-			if c.job.Audio != nil {
-				t.Errorf("chunk %d claims audio %+v", c.job.Seq, c.job.Audio)
-			}
-			if len(c.data) > 0 {
-				if dem, _ := cmaf.Demux(c.data); dem != nil && (len(dem.Audio) > 0 || dem.AAC != nil) {
-					t.Errorf("chunk %d carries audio", c.job.Seq)
+			for _, rd := range c.rec.Renditions {
+				if rd.Kind != "video" {
+					t.Errorf("chunk %d has a %s rendition %q", c.rec.Seq, rd.Kind, rd.Name)
 				}
 			}
+		}
+		if keys := r.keys(t, "live/"+st.ID+"/audio/"); len(keys) > 0 {
+			t.Errorf("audio segments of a video-only publish: %q", keys)
 		}
 	})
 }
@@ -436,21 +365,21 @@ func TestPublishRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.Close()
-	checkChunks(t, r.waitSessionEnd(st, live.ID, 10*time.Second), 0)
+	checkChunks(t, r, r.waitSessionEnd(st, live.ID, 10*time.Second), checks{})
 
 	// With the lease released, the stream takes a publisher again.
 	publishClip(t, r, key, src, true, true)
 	var second string
 	eventually(t, 10*time.Second, "a second session", func() bool {
-		for _, c := range r.allChunks() {
-			if c.job.SessionID != live.ID {
-				second = c.job.SessionID
+		for _, rec := range r.allRecords() {
+			if rec.SessionID != live.ID {
+				second = rec.SessionID
 				return true
 			}
 		}
 		return false
 	})
-	checkChunks(t, r.waitSessionEnd(st, second, 10*time.Second), 0)
+	checkChunks(t, r, r.waitSessionEnd(st, second, 10*time.Second), checks{})
 	if strings.Contains(r.logs.String(), key) {
 		t.Fatal("the stream key appears in the log")
 	}

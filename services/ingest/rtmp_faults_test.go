@@ -17,7 +17,6 @@ import (
 	"github.com/gopcast/gopcast/internal/testenv"
 	"github.com/gopcast/gopcast/pkg/media"
 	"github.com/gopcast/gopcast/pkg/media/cmaf"
-	"github.com/gopcast/gopcast/pkg/queue"
 )
 
 // A publisher that vanishes without deleteStream ends its session: the last chunk goes out
@@ -26,7 +25,8 @@ import (
 func TestPublisherDropEndsSession(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, fastConfig())
-	src := makeSource(t, 8, 30, "160x90", true)
+	// Tall enough for the default profile's 360p rung: the chunks go to the transcoders too.
+	src := makeSource(t, 8, 30, "640x360", true)
 
 	// slack is the pipeline's share of the end (outbox to JetStream, lease release, the test's
 	// consumer), generous for a loaded machine running with -race; how the server noticed the
@@ -74,13 +74,13 @@ func TestPublisherDropEndsSession(t *testing.T) {
 			if !strings.Contains(ended, tc.readErr) {
 				t.Errorf("session end not caused by %q: %s", tc.readErr, ended)
 			}
-			checkChunks(t, cs, 0)
+			checkChunks(t, r, cs, checks{})
 			// Nothing decoded before the drop is lost: the chunks run to the last frame sent.
-			last := cs[len(cs)-1].job
-			if end := last.Start + last.Duration; end < 4*media.Timescale {
+			last := cs[len(cs)-1].rec
+			if end := last.Start + last.Duration - media.SessionOrigin; end < 4*media.Timescale {
 				t.Errorf("chunks end at %.2f s, the publisher sent 4.5 s", float64(end)/media.Timescale)
 			}
-			ev := r.eventsOf(queue.EventStreamIdle, st.ID)[0]
+			ev := r.idleEvent(st.ID, live.ID)
 			t.Logf("stream.idle: %v", ev.Data)
 			if ev.SessionID != live.ID || ev.Data["reason"] != tc.reason {
 				t.Errorf("idle event %+v, want reason %q", ev, tc.reason)
@@ -123,7 +123,7 @@ func TestFFmpegKilledEndsSession(t *testing.T) {
 	_ = cmd.Wait()
 	cs := r.waitSessionEnd(st, live.ID, r.cfg.ReadTimeout+5*time.Second)
 	t.Logf("session ended %v after kill -9: %d chunks; ffmpeg said: %q", time.Since(killed).Round(10*time.Millisecond), len(cs), stderr.String())
-	checkChunks(t, cs, 0)
+	checkChunks(t, r, cs, checks{})
 }
 
 // A 20 s GOP: chunks are cut only at keyframes (so they run 20 s, not 2 s), each within
@@ -132,7 +132,8 @@ func TestFFmpegKilledEndsSession(t *testing.T) {
 // session still ends properly.
 func TestLongGOP(t *testing.T) {
 	t.Parallel()
-	src := makeSource(t, 25, 600, "160x90", true)
+	// Tall enough for a rung: each 20 s chunk also streams to the transcoders in parts.
+	src := makeSource(t, 25, 600, "640x360", true)
 	gopBytes := 0
 	for _, f := range src.video {
 		if f.DTS >= 20*media.Timescale {
@@ -170,28 +171,35 @@ func TestLongGOP(t *testing.T) {
 		live := r.live(st.ID)
 		c.Close()
 		cs := r.waitSessionEnd(st, live.ID, 10*time.Second)
-		checkChunks(t, cs, cfg.MaxChunkBytes)
+		if frames := checkChunks(t, r, cs, checks{maxBytes: cfg.MaxChunkBytes}); frames != len(src.video) {
+			t.Errorf("%d of %d frames reached the source segments", frames, len(src.video))
+		}
 		if len(cs) != 2 {
 			t.Fatalf("%d chunks, want 2 (one per GOP)", len(cs))
 		}
 		for _, c := range cs {
-			dem, err := cmaf.Demux(c.data)
+			keys := 0
+			dem, err := cmaf.Demux(c.ts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			keys := 0
 			for _, f := range dem.Video {
 				if f.Key {
 					keys++
 				}
 			}
-			t.Logf("chunk %d: start %.2f s, %.2f s long, %d bytes, %d frames, %d keyframes", c.job.Seq,
-				float64(c.job.Start)/media.Timescale, float64(c.job.Duration)/media.Timescale, len(c.data), len(dem.Video), keys)
+			t.Logf("chunk %d: start %.2f s, %.2f s long, %d bytes in %d parts, %d frames, %d keyframes", c.rec.Seq,
+				float64(c.rec.Start-media.SessionOrigin)/media.Timescale, float64(c.rec.Duration)/media.Timescale, len(c.ts), c.parts, len(dem.Video), keys)
 			if keys != 1 {
-				t.Errorf("chunk %d holds %d keyframes: cut somewhere other than a keyframe", c.job.Seq, keys)
+				t.Errorf("chunk %d holds %d keyframes: cut somewhere other than a keyframe", c.rec.Seq, keys)
+			}
+			// A 20 s chunk reaches its encoder while it is being cut (in parts of about
+			// partBytes at most, between frames), not in one piece at its end.
+			if c.parts < 2 || c.parts <= len(c.ts)/(2*partBytes) {
+				t.Errorf("chunk %d: %d bytes went out in %d parts", c.rec.Seq, len(c.ts), c.parts)
 			}
 		}
-		if got := cs[0].job.Duration; got != 20*media.Timescale {
+		if got := cs[0].rec.Duration; got != 20*media.Timescale {
 			t.Errorf("first chunk is %.3f s long, want the 20 s GOP", float64(got)/media.Timescale)
 		}
 	})
@@ -214,8 +222,8 @@ func TestLongGOP(t *testing.T) {
 		r.waitLog("no keyframe within the chunk size limit", time.Second)
 		sess := r.sessionOf(st.ID)
 		cs := r.waitSessionEnd(st, sess, 10*time.Second)
-		checkChunks(t, cs, cfg.MaxChunkBytes)
-		ev := r.eventsOf(queue.EventStreamIdle, st.ID)[0]
+		checkChunks(t, r, cs, checks{maxBytes: cfg.MaxChunkBytes})
+		ev := r.idleEvent(st.ID, sess)
 		t.Logf("stream.idle reason: %v; chunks: %d", ev.Data["reason"], len(cs))
 		if reason, _ := ev.Data["reason"].(string); !strings.Contains(reason, "chunk size limit") {
 			t.Errorf("idle reason %q does not say the chunk size limit was hit", reason)
@@ -229,7 +237,8 @@ func TestLongGOP(t *testing.T) {
 func TestTimestampsBackwardsOrWrapping(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, fastConfig())
-	src := makeSource(t, 8, 30, "160x90", true)
+	// Tall enough for a rung, so the timestamps of the encoder's MPEG-TS are checked too.
+	src := makeSource(t, 8, 30, "640x360", true)
 	const wrap = time.Duration(1<<32) * time.Millisecond
 
 	type part struct{ from, to, shift time.Duration }
@@ -268,37 +277,18 @@ func TestTimestampsBackwardsOrWrapping(t *testing.T) {
 			sess := r.sessionOf(st.ID)
 			cs := r.waitSessionEnd(st, sess, 10*time.Second)
 			for _, c := range cs {
-				t.Logf("chunk %d: start %.3f s, duration %.3f s, %d bytes, last %v", c.job.Seq,
-					float64(c.job.Start)/media.Timescale, float64(c.job.Duration)/media.Timescale, len(c.data), c.job.Last)
+				t.Logf("chunk %d: start %.3f s, duration %.3f s, %d bytes, last %v", c.rec.Seq,
+					float64(c.rec.Start-media.SessionOrigin)/media.Timescale, float64(c.rec.Duration)/media.Timescale, len(c.ts), c.rec.Last)
 			}
 			for _, line := range strings.Split(r.logs.String(), "\n") {
 				if strings.Contains(line, sess) && strings.Contains(line, "publish ended") {
 					t.Logf("log: %s", line)
 				}
 			}
-			checkChunks(t, cs, 0)
-			frames := 0
-			for _, c := range cs {
-				if len(c.data) == 0 {
-					continue
-				}
-				dem, err := cmaf.Demux(c.data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := 1; i < len(dem.Video); i++ {
-					if dem.Video[i].DTS < dem.Video[i-1].DTS {
-						t.Errorf("chunk %d: decode time goes backwards inside the chunk at frame %d (%d after %d)",
-							c.job.Seq, i, dem.Video[i].DTS, dem.Video[i-1].DTS)
-						break
-					}
-				}
-				if dem.Video[len(dem.Video)-1].DTS-c.job.TSBase >= c.job.Duration {
-					t.Errorf("chunk %d: frames past its duration", c.job.Seq)
-				}
-				frames += len(dem.Video)
-			}
-			reason, _ := r.eventsOf(queue.EventStreamIdle, st.ID)[0].Data["reason"].(string)
+			// Decode times never go back inside a chunk (source segment and MPEG-TS), no
+			// frame lies past its chunk's duration, and the chunks' timestamps run on.
+			frames := checkChunks(t, r, cs, checks{})
+			reason, _ := r.idleEvent(st.ID, sess).Data["reason"].(string)
 			ended := strings.Contains(reason, "timestamps went backwards")
 			if ended != tc.ends {
 				t.Errorf("session end reason %q; want a clock reset: %v", reason, tc.ends)
@@ -360,7 +350,8 @@ func TestLongPublishPastHandshakeTimeout(t *testing.T) {
 	eventually(t, 10*time.Second, "the server to close", sw.closed)
 	c.Close()
 	cs := r.waitSessionEnd(st, r.sessionOf(st.ID), 10*time.Second)
-	if frames := checkChunks(t, cs, 0); frames != len(src.video) {
+	// Random bytes for frames: the segments are read, not decoded.
+	if frames := checkChunks(t, r, cs, checks{packetsOnly: true}); frames != len(src.video) {
 		t.Errorf("%d of %d frames reached the chunks", frames, len(src.video))
 	}
 	for _, line := range strings.Split(r.logs.String(), "\n") {
@@ -406,7 +397,7 @@ func TestMultitrackPublish(t *testing.T) {
 	}
 	c.Close()
 	cs := r.waitSessionEnd(st, r.sessionOf(st.ID), 10*time.Second)
-	if frames := checkChunks(t, cs, 0); frames != len(src.video) {
+	if frames := checkChunks(t, r, cs, checks{}); frames != len(src.video) {
 		t.Errorf("%d of %d first-track frames reached the chunks", frames, len(src.video))
 	}
 }
@@ -453,6 +444,6 @@ func TestShutdownWithBusyPublisher(t *testing.T) {
 	}
 	t.Logf("Run returned %v after shutdown began", time.Since(stopped).Round(10*time.Millisecond))
 	cs := r.waitSessionEnd(st, live.ID, 10*time.Second)
-	checkChunks(t, cs, 0)
+	checkChunks(t, r, cs, checks{})
 	r.waitLog(`reason="server shutting down"`, time.Second)
 }

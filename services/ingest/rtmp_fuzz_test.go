@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gopcast/gopcast/internal/testenv"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/storage"
 	"github.com/gopcast/gopcast/pkg/streams"
 )
 
@@ -42,24 +44,38 @@ func (f fuzzRegistry) Authorize(_ context.Context, key string) (*streams.Stream,
 	return nil, streams.ErrUnknownKey
 }
 
-// nopPublisher takes every chunk and event; the fuzz is about the connection, not the queue.
-type nopPublisher struct{}
+// nopQueue takes every message; the fuzz is about the connection, not the queue.
+type nopQueue struct{}
 
-func (nopPublisher) PublishChunk(context.Context, *queue.Chunk, []byte) error { return nil }
-func (nopPublisher) PublishEvent(context.Context, queue.Event) error          { return nil }
+func (nopQueue) PublishJob(context.Context, *queue.EncodeJob) error   { return nil }
+func (nopQueue) PublishPart(context.Context, queue.Part) error        { return nil }
+func (nopQueue) PublishChunk(context.Context, *queue.Chunk) error     { return nil }
+func (nopQueue) PublishSegment(context.Context, *queue.Segment) error { return nil }
+func (nopQueue) PublishEvent(context.Context, queue.Event) error      { return nil }
+
+// discardStore is a bucket that takes every write and keeps nothing, so a long fuzz run does
+// not fill the disk with segments.
+type discardStore struct{}
+
+func (discardStore) Put(context.Context, string, []byte, storage.PutOptions) error { return nil }
+func (discardStore) Get(context.Context, string) ([]byte, error)                   { return nil, storage.ErrNotFound }
+func (discardStore) Delete(context.Context, string) error                          { return nil }
+func (discardStore) List(context.Context, string) ([]string, error)                { return nil, nil }
+func (discardStore) Check(context.Context) error                                   { return nil }
 
 // fuzzService is an ingest Service (never Run: its connection handler is driven directly)
-// with short timeouts, on an embedded JetStream.
-func fuzzService(t testing.TB, logs io.Writer, pub Publisher, timeout time.Duration) *Service {
+// with short timeouts, on an embedded JetStream, writing its segments nowhere.
+func fuzzService(t testing.TB, logs io.Writer, q Queue, timeout time.Duration) *Service {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	q, err := queue.Connect(ctx, queue.Config{DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	conn, err := queue.Connect(ctx, queue.Config{DataDir: t.TempDir()}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(q.Close)
-	reg, err := streams.Open(ctx, q)
+	t.Cleanup(conn.Close)
+	reg, err := streams.Open(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +90,8 @@ func fuzzService(t testing.TB, logs io.Writer, pub Publisher, timeout time.Durat
 		MaxChunkBytes:    4 << 20,
 		MaxBacklog:       8,
 	}
-	return New(cfg, slog.New(slog.NewTextHandler(logs, nil)), fuzzRegistry{reg, st}, pub)
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	return New(cfg, log, fuzzRegistry{reg, st}, q, storage.NewWriter(discardStore{}, quiet))
 }
 
 // FuzzRTMPConnection feeds arbitrary bytes to the ingest's connection handler as one client's
@@ -91,7 +108,7 @@ func FuzzRTMPConnection(f *testing.F) {
 	f.Add(append([]byte{3}, make([]byte, 3072)...))
 	f.Add(append([]byte{6}, make([]byte, 1536)...))
 	logs := &logBuffer{}
-	svc := fuzzService(f, logs, nopPublisher{}, 500*time.Millisecond)
+	svc := fuzzService(f, logs, nopQueue{}, 500*time.Millisecond)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		logs.reset()
 		conn := &halfClosedConn{r: bytes.NewReader(data)}
@@ -149,7 +166,7 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 		t.Skip("set GOPCAST_CAPTURE_RTMP_SEEDS=1 to regenerate testdata/fuzz/FuzzRTMPConnection")
 	}
 	ffmpeg, _ := testenv.FFmpeg(t)
-	rec := &recPublisher{}
+	rec := &recQueue{}
 	svc := fuzzService(t, io.Discard, rec, 10*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -158,6 +175,16 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzRTMPConnection")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+
+	// waitFree waits for the fuzz stream's lease to be released: the next publish must find
+	// the stream free again.
+	waitFree := func() {
+		fr := svc.reg.(fuzzRegistry)
+		eventually(t, 10*time.Second, "the lease to be released", func() bool {
+			s, err := fr.Live(ctx, fr.st.ID)
+			return err == nil && s == nil
+		})
 	}
 
 	// capture runs client against a recording proxy and saves what it sent.
@@ -187,12 +214,7 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 			got <- []byte(buf.String())
 		}()
 		client(ln.Addr().String())
-		// The next capture must find the stream free again.
-		fr := svc.reg.(fuzzRegistry)
-		eventually(t, 10*time.Second, "the lease to be released", func() bool {
-			s, err := fr.Live(ctx, fr.st.ID)
-			return err == nil && s == nil
-		})
+		waitFree()
 		var data []byte
 		select {
 		case data = <-got:
@@ -209,11 +231,11 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 		t.Logf("%s: %d bytes", name, len(data))
 	}
 
-	runFFmpeg := func(addr, path string) {
+	runFFmpeg := func(addr, path, size string) {
 		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 		defer ccancel()
 		out, err := exec.CommandContext(cctx, ffmpeg, "-hide_banner", "-loglevel", "error",
-			"-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+			"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=10", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
 			"-t", "2.3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-b:v", "50k",
 			"-c:a", "aac", "-b:a", "24k", "-ac", "1", "-f", "flv", "rtmp://"+addr+path).CombinedOutput()
 		t.Logf("ffmpeg %s: %v %s", path, err, out)
@@ -242,13 +264,17 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 		}
 	}
 
-	capture("ffmpeg-h264-aac", func(addr string) { runFFmpeg(addr, "/live/"+fuzzKey) })
+	capture("ffmpeg-h264-aac", func(addr string) { runFFmpeg(addr, "/live/"+fuzzKey, "64x64") })
+	// Not a seed (the connection is like the one above), but a session with a rung to
+	// encode: its job and records seed pkg/queue's message fuzz targets.
+	runFFmpeg(target, "/live/"+fuzzKey, "640x360")
+	waitFree()
 	defer func() {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		writeMessageSeeds(t, rec.jobs)
+		writeMessageSeeds(t, rec.jobs, rec.records)
 	}()
-	capture("ffmpeg-wrong-app", func(addr string) { runFFmpeg(addr, "/app/"+fuzzKey) })
+	capture("ffmpeg-wrong-app", func(addr string) { runFFmpeg(addr, "/app/"+fuzzKey, "64x64") })
 	capture("gortmplib-h264-aac", func(addr string) { gortmp(addr, true, "/live/"+fuzzKey, clip(2300*time.Millisecond, 0)) })
 	capture("gortmplib-32bit-wrap", func(addr string) {
 		gortmp(addr, true, "/live/"+fuzzKey, clip(3*time.Second, rtmpWrap-2500*time.Millisecond))
@@ -298,27 +324,32 @@ func TestCaptureRTMPSeeds(t *testing.T) {
 	})
 }
 
-// recPublisher keeps the job messages a capture session publishes, as queue.Conn sends them
-// when the bytes travel in the message (with the size it sets; the bytes are not kept).
-type recPublisher struct {
-	mu   sync.Mutex
-	jobs []queue.Chunk
+// recQueue keeps the encode jobs and segment records a capture session publishes.
+type recQueue struct {
+	nopQueue
+	mu      sync.Mutex
+	jobs    []queue.EncodeJob
+	records []queue.Segment
 }
 
-func (p *recPublisher) PublishChunk(_ context.Context, job *queue.Chunk, data []byte) error {
-	job.Object, job.Size = "", len(data)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.jobs = append(p.jobs, *job)
+func (q *recQueue) PublishJob(_ context.Context, job *queue.EncodeJob) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.jobs = append(q.jobs, *job)
 	return nil
 }
 
-func (p *recPublisher) PublishEvent(context.Context, queue.Event) error { return nil }
+func (q *recQueue) PublishSegment(_ context.Context, seg *queue.Segment) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.records = append(q.records, *seg) // Init bytes are the record's own, never reused
+	return nil
+}
 
-// writeMessageSeeds saves real chunk jobs, and the segment messages the transcoder makes of
-// them (same shape as services/transcoder: source, audio and encoded rungs, a failed rung, a
-// gap, an empty last), as seeds for pkg/queue's message fuzz targets.
-func writeMessageSeeds(t *testing.T, jobs []queue.Chunk) {
+// writeMessageSeeds saves real encode jobs and segment records of the ingest as seeds for
+// pkg/queue's message fuzz targets, named rtmp-capture-* so that they never replace the seeds
+// taken there from the whole pipeline.
+func writeMessageSeeds(t *testing.T, jobs []queue.EncodeJob, records []queue.Segment) {
 	t.Helper()
 	save := func(target, name string, v any) {
 		b, err := json.Marshal(v)
@@ -335,34 +366,60 @@ func writeMessageSeeds(t *testing.T, jobs []queue.Chunk) {
 		}
 	}
 	for i, j := range jobs {
+		save("FuzzJobMessage", fmt.Sprintf("rtmp-capture-%d", i), j)
+	}
+	for i, rec := range records {
 		if i >= 8 {
 			break
 		}
-		save("FuzzChunkMessage", fmt.Sprintf("ingest-%d", i), j)
-		seg := queue.Segment{StreamID: j.StreamID, SessionID: j.SessionID, Seq: j.Seq, Start: j.Start, Duration: j.Duration,
-			Last: j.Last, Record: j.Record, Chunk: j.Created}
-		switch {
-		case !j.HasBytes():
-			// an empty last chunk: no renditions
-		case i%3 == 2:
-			seg.Failed, seg.Error = true, "poison chunk: chunk has no video"
-		default:
-			prefix := j.ID() + "/"
-			src := queue.Rendition{Name: "source", Kind: "video", Codec: j.Video.Codec, Width: j.Video.Width, Height: j.Video.Height,
-				FPS: j.Video.FPS, Init: prefix + "source/init.mp4", Media: prefix + "source/media.m4s", Bytes: j.Size * 9 / 10,
-				Start: j.Start, Duration: j.Duration, Timescale: 90000, Bandwidth: int(float64(j.Size*8) / (float64(j.Duration) / 90000))}
-			seg.Renditions = append(seg.Renditions, src)
-			if j.Audio != nil {
-				seg.Renditions = append(seg.Renditions, queue.Rendition{Name: "audio", Kind: "audio", Codec: j.Audio.Codec,
-					Channels: j.Audio.Channels, SampleRate: j.Audio.SampleRate, Init: prefix + "audio/init.mp4", Media: prefix + "audio/media.m4s",
-					Bytes: j.Size / 10, Start: j.Start * int64(j.Audio.SampleRate) / 90000, Duration: j.Duration * int64(j.Audio.SampleRate) / 90000,
-					Timescale: uint32(j.Audio.SampleRate)})
-			}
-			seg.Renditions = append(seg.Renditions,
-				queue.Rendition{Name: "240p", Kind: "video", Codec: "avc1.64000d", Width: 426, Height: 240, FPS: 30, Bandwidth: 400000,
-					Init: prefix + "240p/init.mp4", Media: prefix + "240p/media.m4s", Bytes: j.Size / 2, Start: j.Start, Duration: j.Duration, Timescale: 90000},
-				queue.Rendition{Name: "360p", Kind: "video", Height: 360, Failed: true, Error: "ffmpeg: exit status 1"})
+		save("FuzzSegmentMessage", fmt.Sprintf("rtmp-capture-%d", i), rec)
+	}
+}
+
+// The committed seeds still are what they were captured as, against the ingest as it is now:
+// the publishes of H.264 (and AAC) reach the media and publish segment records, the others are
+// refused for the reason they were made for. A seed that no longer gets past the handshake
+// would leave the fuzzer exploring nothing of the media path.
+func TestRTMPSeedsReachTheMedia(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	q := &recordingQueue{}
+	svc := fuzzService(t, logs, q, 2*time.Second)
+	for _, tc := range []struct {
+		seed string
+		want string // a log line of the session; "" for a publish that makes records
+	}{
+		{"ffmpeg-h264-aac", ""},
+		{"gortmplib-h264-aac", ""},
+		{"gortmplib-32bit-wrap", ""},
+		{"gortmplib-h264-multitrack", ""},
+		{"gortmplib-h264-opus-multitrack", "unsupported codec Opus"},
+		{"gortmplib-hevc", "unsupported codec H.265/HEVC"},
+		{"gortmplib-play", "playback over RTMP is not offered"},
+		{"ffmpeg-wrong-app", `unknown application \"app\"`},
+	} {
+		b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzRTMPConnection", tc.seed))
+		if err != nil {
+			t.Fatal(err)
 		}
-		save("FuzzSegmentMessage", fmt.Sprintf("transcoder-%d", i), seg)
+		lines := strings.SplitN(string(b), "\n", 3)
+		if len(lines) < 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") {
+			t.Fatalf("%s: not a fuzz corpus file", tc.seed)
+		}
+		data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.seed, err)
+		}
+		logs.reset()
+		before := len(q.messages("segment"))
+		svc.handle(context.Background(), &halfClosedConn{r: bytes.NewReader([]byte(data))})
+		records := len(q.messages("segment")) - before
+		t.Logf("%s: %d bytes, %d segment records", tc.seed, len(data), records)
+		if tc.want == "" && (records == 0 || !strings.Contains(logs.String(), "publish started")) {
+			t.Errorf("%s: %d segment records; log:\n%s", tc.seed, records, logs.String())
+		}
+		if tc.want != "" && (records != 0 || !strings.Contains(logs.String(), tc.want)) {
+			t.Errorf("%s: %d segment records, want none and %q in the log:\n%s", tc.seed, records, tc.want, logs.String())
+		}
 	}
 }

@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -12,8 +15,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,35 +32,55 @@ import (
 	"github.com/gopcast/gopcast/pkg/media"
 	"github.com/gopcast/gopcast/pkg/media/cmaf"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/segment"
+	"github.com/gopcast/gopcast/pkg/storage"
 	"github.com/gopcast/gopcast/pkg/streams"
 )
 
 // rig is one ingest Service running in-process on 127.0.0.1:0 against real infrastructure: an
-// embedded JetStream (queue.Connect), the streams registry on its KV, and the queue Conn as the
-// Publisher. It records every chunk job that reaches JetStream (through the transcoders'
-// consumer, as a transcoder sees it) and every lifecycle event.
+// embedded JetStream (queue.Connect), the streams registry on its KV, and a local bucket
+// (storage.NewLocal in a temporary directory) behind a storage.Writer. It sees what the ingest
+// sends from the other side of JetStream, as the other roles do: the segment records (through
+// the packagers' consumer), the encode jobs (through the transcoders' consumer) and, for each
+// job, the session's chunk parts and ends (queue.ReadChunks), and every lifecycle event. The
+// ingest's Queue is the queue Conn behind a tap that counts what got through and can fail
+// every publish; the bucket can fail every write.
 type rig struct {
-	t    *testing.T
-	q    *queue.Conn
-	reg  *streams.Registry
-	svc  *Service
-	addr string
-	logs *logBuffer
-	cfg  Config
+	t     *testing.T
+	q     *queue.Conn
+	tap   *tapQueue
+	store *flakyStore
+	reg   *streams.Registry
+	svc   *Service
+	addr  string
+	logs  *logBuffer
+	cfg   Config
 
-	mu     sync.Mutex
-	chunks []chunkSeen
-	events []queue.Event
+	mu      sync.Mutex
+	records map[string]queue.Segment // by ID: a redelivered record counts once
+	feeds   map[string]*feedSeen     // by session id
+	events  []queue.Event
 
 	runDone chan struct{}
 	runErr  error
 	stop    context.CancelFunc
 }
 
-// chunkSeen is a chunk job as consumed from JetStream, with its bytes.
+// feedSeen is what a session's transcoder would read: its encode job and its chunk messages.
+type feedSeen struct {
+	job   queue.EncodeJob
+	parts map[uint64]map[int][]byte // by seq, then part index
+	ends  map[uint64]queue.Chunk
+}
+
+// chunkSeen is one chunk of a session as the other roles see it: the ingest's segment record
+// and, when the session has rungs to encode, the end message of its parts and the parts'
+// bytes in order.
 type chunkSeen struct {
-	job  queue.Chunk
-	data []byte
+	rec   queue.Segment
+	end   *queue.Chunk
+	ts    []byte
+	parts int
 }
 
 // fastConfig keeps every timeout short so faults show within a test's budget.
@@ -83,27 +108,36 @@ func newRig(t *testing.T, cfg Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, q: q, reg: reg, logs: &logBuffer{}, cfg: cfg, runDone: make(chan struct{})}
+	local, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, q: q, reg: reg, logs: &logBuffer{}, cfg: cfg, runDone: make(chan struct{}),
+		tap: newTapQueue(q), store: &flakyStore{Store: local, puts: map[string]int{}},
+		records: map[string]queue.Segment{}, feeds: map[string]*feedSeen{}}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	// Everything the ingest publishes, seen from the other side of JetStream.
 	cctx, ccancel := context.WithCancel(context.Background())
-	consumed := make(chan struct{})
+	var consumers sync.WaitGroup
+	consumers.Add(2)
 	go func() {
-		defer close(consumed)
-		_ = q.ConsumeChunks(cctx, 4, func(ctx context.Context, j *queue.Job[queue.Chunk]) {
-			var data []byte
-			if j.Body.HasBytes() {
-				b, err := q.ChunkBytes(ctx, &j.Body)
-				if err != nil && ctx.Err() == nil {
-					t.Errorf("chunk %s: bytes: %v", j.Body.ID(), err)
-				}
-				data = b
-			}
-			_ = j.Ack(ctx)
+		defer consumers.Done()
+		_ = q.ConsumeSegments(cctx, 4, func(ctx context.Context, j *queue.Job[queue.Segment]) {
 			r.mu.Lock()
-			r.chunks = append(r.chunks, chunkSeen{job: j.Body, data: data})
+			r.records[j.Body.ID()] = j.Body
 			r.mu.Unlock()
+			_ = j.Ack(ctx)
+		})
+	}()
+	go func() {
+		defer consumers.Done()
+		_ = q.ConsumeJobs(cctx, 16, func(ctx context.Context, j *queue.Job[queue.EncodeJob]) {
+			stop := j.KeepAlive()
+			defer stop()
+			if r.readFeed(ctx, j.Body) {
+				_ = j.Ack(ctx)
+			}
 		})
 	}()
 	if err := q.SubscribeEvents(cctx, "", func(ev queue.Event) {
@@ -114,7 +148,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 		t.Fatal(err)
 	}
 
-	r.svc = New(cfg, log, reg, q)
+	r.svc = New(cfg, log, reg, r.tap, storage.NewWriter(r.store, log))
 	sctx, scancel := context.WithCancel(context.Background())
 	r.stop = scancel
 	go func() { defer close(r.runDone); r.runErr = r.svc.Run(sctx) }()
@@ -130,7 +164,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 			t.Errorf("ingest Run did not return after shutdown")
 		}
 		ccancel()
-		<-consumed
+		consumers.Wait()
 		if t.Failed() {
 			t.Logf("ingest log:\n%s", r.logs.String())
 		}
@@ -141,12 +175,58 @@ func newRig(t *testing.T, cfg Config) *rig {
 	return r
 }
 
-// stream creates a stream and returns it with its key.
+// readFeed reads a session's chunk messages, as the transcoder holding its job does, until the
+// last chunk's end; false if ctx ended first.
+func (r *rig) readFeed(ctx context.Context, job queue.EncodeJob) bool {
+	r.mu.Lock()
+	f := r.feeds[job.SessionID]
+	if f == nil {
+		f = &feedSeen{parts: map[uint64]map[int][]byte{}, ends: map[uint64]queue.Chunk{}}
+		r.feeds[job.SessionID] = f
+	}
+	f.job = job
+	r.mu.Unlock()
+	rd, err := r.q.ReadChunks(ctx, job.StreamID, job.SessionID)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.t.Errorf("reading the chunks of session %s: %v", job.SessionID, err)
+		}
+		return false
+	}
+	defer rd.Close()
+	for {
+		m, err := rd.Next(ctx)
+		if err != nil {
+			return false
+		}
+		r.mu.Lock()
+		switch m.Kind {
+		case queue.PartMsg:
+			if f.parts[m.Seq] == nil {
+				f.parts[m.Seq] = map[int][]byte{}
+			}
+			f.parts[m.Seq][m.Part] = m.Data
+		case queue.EndMsg:
+			f.ends[m.Seq] = *m.End
+		}
+		r.mu.Unlock()
+		if m.Kind == queue.EndMsg && m.End.Last {
+			return true
+		}
+	}
+}
+
+// stream creates a stream with the default profile and returns it with its key.
 func (r *rig) stream(name string) (*streams.Stream, string) {
+	r.t.Helper()
+	return r.streamWith(name, "default")
+}
+
+func (r *rig) streamWith(name, profile string) (*streams.Stream, string) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, key, err := r.reg.Create(ctx, name, "default", false)
+	st, key, err := r.reg.Create(ctx, name, profile, false)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -172,28 +252,63 @@ func (r *rig) connect(path string) (*gortmplib.Client, error) {
 	return c, nil
 }
 
-// chunksOf returns the chunk jobs of a session seen so far, in sequence order.
+// chunksOf returns the chunks of a session whose records were seen so far, in sequence order,
+// with what its feed carried of each.
 func (r *rig) chunksOf(sessionID string) []chunkSeen {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []chunkSeen
-	for _, c := range r.chunks {
-		if c.job.SessionID == sessionID {
-			out = append(out, c)
+	for _, rec := range r.records {
+		if rec.SessionID != sessionID {
+			continue
 		}
+		c := chunkSeen{rec: rec}
+		if f := r.feeds[sessionID]; f != nil {
+			if end, ok := f.ends[rec.Seq]; ok {
+				c.end = &end
+			}
+			parts := f.parts[rec.Seq]
+			for i := 0; i < len(parts); i++ {
+				c.ts = append(c.ts, parts[i]...)
+			}
+			c.parts = len(parts)
+		}
+		out = append(out, c)
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].job.Seq < out[j-1].job.Seq; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
+	slices.SortFunc(out, func(a, b chunkSeen) int { return cmp.Compare(a.rec.Seq, b.rec.Seq) })
+	return out
+}
+
+// allRecords returns every segment record seen.
+func (r *rig) allRecords() []queue.Segment {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []queue.Segment
+	for _, rec := range r.records {
+		out = append(out, rec)
 	}
 	return out
 }
 
-func (r *rig) allChunks() []chunkSeen {
+// feedOf returns a copy of what the rig read of a session's feed, nil if its job never came.
+func (r *rig) feedOf(sessionID string) *feedSeen {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]chunkSeen(nil), r.chunks...)
+	f := r.feeds[sessionID]
+	if f == nil {
+		return nil
+	}
+	c := &feedSeen{job: f.job, parts: map[uint64]map[int][]byte{}, ends: map[uint64]queue.Chunk{}}
+	for seq, ps := range f.parts {
+		c.parts[seq] = map[int][]byte{}
+		for i, p := range ps {
+			c.parts[seq][i] = p
+		}
+	}
+	for seq, e := range f.ends {
+		c.ends[seq] = e
+	}
+	return c
 }
 
 func (r *rig) eventsOf(kind, streamID string) []queue.Event {
@@ -220,8 +335,8 @@ func (r *rig) live(streamID string) *streams.Session {
 	return s
 }
 
-// endReason is the end reason in a session's record, as the API's session list shows it.
-func (r *rig) endReason(streamID, sessionID string) string {
+// sessions lists the stream's session records, newest first, as the API's session list does.
+func (r *rig) sessions(streamID string) []*streams.Session {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -229,7 +344,13 @@ func (r *rig) endReason(streamID, sessionID string) string {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	for _, s := range list {
+	return list
+}
+
+// endReason is the end reason in a session's record, as the API's session list shows it.
+func (r *rig) endReason(streamID, sessionID string) string {
+	r.t.Helper()
+	for _, s := range r.sessions(streamID) {
 		if s.ID == sessionID {
 			return s.EndReason
 		}
@@ -241,12 +362,7 @@ func (r *rig) endReason(streamID, sessionID string) string {
 // onlySession returns the stream's one session record.
 func (r *rig) onlySession(streamID string) *streams.Session {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	list, err := r.reg.Sessions(ctx, streamID, 100)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	list := r.sessions(streamID)
 	if len(list) != 1 {
 		r.t.Fatalf("%d session records, want 1", len(list))
 	}
@@ -265,17 +381,83 @@ func (r *rig) waitLive(streamID string) *streams.Session {
 	return s
 }
 
-// waitSessionEnd waits for the session's last chunk, the lease release and the idle event,
-// and returns the session's chunks and how long the end took from since.
+// sessionOf waits for the stream's segment records to name a session and returns its id.
+func (r *rig) sessionOf(streamID string) string {
+	r.t.Helper()
+	var id string
+	eventually(r.t, 10*time.Second, "a segment record of stream "+streamID, func() bool {
+		for _, rec := range r.allRecords() {
+			if rec.StreamID == streamID {
+				id = rec.SessionID
+				return true
+			}
+		}
+		return false
+	})
+	return id
+}
+
+// complete reports whether a session's chunks are all in: every record up to the Last one
+// and, if the session encodes, every chunk's end message.
+func complete(cs []chunkSeen) bool {
+	if len(cs) == 0 || !cs[len(cs)-1].rec.Last || cs[len(cs)-1].rec.Seq != uint64(len(cs)-1) {
+		return false
+	}
+	if !slices.ContainsFunc(cs, func(c chunkSeen) bool { return c.rec.Encoding }) {
+		return true
+	}
+	return !slices.ContainsFunc(cs, func(c chunkSeen) bool { return c.end == nil })
+}
+
+// waitSessionEnd waits for the session's last chunk (its record and, if it encodes, its end
+// message) and every one before it, the lease release and the idle event, and returns the
+// session's chunks.
 func (r *rig) waitSessionEnd(st *streams.Stream, sessionID string, within time.Duration) []chunkSeen {
 	r.t.Helper()
 	eventually(r.t, within, "the session's last chunk and every one before it", func() bool {
-		cs := r.chunksOf(sessionID)
-		return len(cs) > 0 && cs[len(cs)-1].job.Last && cs[len(cs)-1].job.Seq == uint64(len(cs)-1)
+		return complete(r.chunksOf(sessionID))
 	})
 	eventually(r.t, 10*time.Second, "the live lease to be released", func() bool { return r.live(st.ID) == nil })
-	eventually(r.t, 10*time.Second, "a stream.idle event", func() bool { return len(r.eventsOf(queue.EventStreamIdle, st.ID)) > 0 })
+	eventually(r.t, 10*time.Second, "a stream.idle event", func() bool {
+		return slices.ContainsFunc(r.eventsOf(queue.EventStreamIdle, st.ID), func(ev queue.Event) bool { return ev.SessionID == sessionID })
+	})
 	return r.chunksOf(sessionID)
+}
+
+// idleEvent is the session's stream.idle event (waitSessionEnd waited for it).
+func (r *rig) idleEvent(streamID, sessionID string) queue.Event {
+	r.t.Helper()
+	for _, ev := range r.eventsOf(queue.EventStreamIdle, streamID) {
+		if ev.SessionID == sessionID {
+			return ev
+		}
+	}
+	r.t.Fatalf("no stream.idle event for session %s", sessionID)
+	return queue.Event{}
+}
+
+// object reads a key from the rig's bucket.
+func (r *rig) object(t *testing.T, key string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := r.store.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return b
+}
+
+// keys lists the bucket's keys under prefix.
+func (r *rig) keys(t *testing.T, prefix string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	keys, err := r.store.List(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 // eventually polls cond until it holds or the deadline passes.
@@ -311,6 +493,419 @@ func (b *logBuffer) String() string {
 func (r *rig) waitLog(substr string, within time.Duration) {
 	r.t.Helper()
 	eventually(r.t, within, fmt.Sprintf("log line %q", substr), func() bool { return strings.Contains(r.logs.String(), substr) })
+}
+
+// errQueueDown is what the tap's publishes return while it fails them.
+var errQueueDown = errors.New("tap: queue unreachable")
+
+// tapQueue is the ingest's Queue in the rig: the real queue Conn, with every call counted by
+// method and session once it got through, and every publish failing while fail is set (as
+// they do while NATS is unreachable).
+type tapQueue struct {
+	next Queue
+	fail atomic.Bool
+
+	mu     sync.Mutex
+	ok     map[string]int // by "Method" and by "Method session-id"
+	failed map[string]int
+}
+
+func newTapQueue(next Queue) *tapQueue {
+	return &tapQueue{next: next, ok: map[string]int{}, failed: map[string]int{}}
+}
+
+func (q *tapQueue) call(method, session string, f func() error) error {
+	var err error
+	if q.fail.Load() {
+		err = errQueueDown
+	} else {
+		err = f()
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := q.ok
+	if err != nil {
+		m = q.failed
+	}
+	m[method]++
+	m[method+" "+session]++
+	return err
+}
+
+// count is how many calls of method (for session, if not empty) got through.
+func (q *tapQueue) count(method, session string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if session != "" {
+		method += " " + session
+	}
+	return q.ok[method]
+}
+
+// failures is how many calls of method failed.
+func (q *tapQueue) failures(method string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.failed[method]
+}
+
+// media is how many media messages (jobs, parts, chunk ends, segment records) got through.
+func (q *tapQueue) media() int {
+	return q.count("PublishJob", "") + q.count("PublishPart", "") + q.count("PublishChunk", "") + q.count("PublishSegment", "")
+}
+
+func (q *tapQueue) PublishJob(ctx context.Context, job *queue.EncodeJob) error {
+	return q.call("PublishJob", job.SessionID, func() error { return q.next.PublishJob(ctx, job) })
+}
+
+func (q *tapQueue) PublishPart(ctx context.Context, p queue.Part) error {
+	return q.call("PublishPart", p.SessionID, func() error { return q.next.PublishPart(ctx, p) })
+}
+
+func (q *tapQueue) PublishChunk(ctx context.Context, c *queue.Chunk) error {
+	return q.call("PublishChunk", c.SessionID, func() error { return q.next.PublishChunk(ctx, c) })
+}
+
+func (q *tapQueue) PublishSegment(ctx context.Context, seg *queue.Segment) error {
+	return q.call("PublishSegment", seg.SessionID, func() error { return q.next.PublishSegment(ctx, seg) })
+}
+
+func (q *tapQueue) PublishEvent(ctx context.Context, ev queue.Event) error {
+	return q.call("PublishEvent", ev.SessionID, func() error { return q.next.PublishEvent(ctx, ev) })
+}
+
+// errStorageDown is what flakyStore's writes return while it fails them.
+var errStorageDown = errors.New("flaky store: bucket unreachable")
+
+// flakyStore is the rig's bucket: a real store whose writes fail while fail is set, counting
+// the writes that succeeded by key.
+type flakyStore struct {
+	storage.Store
+	fail atomic.Bool
+
+	mu     sync.Mutex
+	puts   map[string]int
+	failed int
+}
+
+func (s *flakyStore) Put(ctx context.Context, key string, data []byte, opts storage.PutOptions) error {
+	if s.fail.Load() {
+		s.mu.Lock()
+		s.failed++
+		s.mu.Unlock()
+		return errStorageDown
+	}
+	if err := s.Store.Put(ctx, key, data, opts); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.puts[key]++
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *flakyStore) failures() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// writes is how many times key was written.
+func (s *flakyStore) writes(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.puts[key]
+}
+
+// probe is what ffprobe reports about one file.
+type probe struct {
+	Packets []probePacket `json:"packets"`
+	Streams []struct {
+		CodecType    string `json:"codec_type"`
+		CodecName    string `json:"codec_name"`
+		NbReadFrames string `json:"nb_read_frames"`
+	} `json:"streams"`
+}
+
+type probePacket struct {
+	CodecType string `json:"codec_type"`
+	DTS       int64  `json:"dts"`
+	Flags     string `json:"flags"`
+}
+
+// ffprobe reads the file made of parts with ffprobe, decoding every frame when decode is set,
+// and returns its packets and streams; anything ffprobe reports as an error fails the test
+// (without decode, only a file ffprobe cannot read: its parser still complains of frames of
+// random bytes).
+func ffprobe(t *testing.T, name string, decode bool, parts ...[]byte) *probe {
+	t.Helper()
+	_, bin := testenv.FFmpeg(t)
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, bytes.Join(parts, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-v", "error", "-show_packets", "-show_streams", "-of", "json", path}
+	if decode {
+		args = append([]string{"-count_frames"}, args...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || (decode && stderr.Len() > 0) {
+		t.Fatalf("ffprobe %s: %v\n%s", name, err, stderr.String())
+	}
+	var p probe
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatalf("ffprobe %s: %v", name, err)
+	}
+	return &p
+}
+
+// packets returns the file's packets of one kind (video or audio).
+func (p *probe) packets(kind string) []probePacket {
+	var out []probePacket
+	for _, pk := range p.Packets {
+		if pk.CodecType == kind {
+			out = append(out, pk)
+		}
+	}
+	return out
+}
+
+// checks are what checkChunks holds a session's chunks to beyond the contract.
+type checks struct {
+	// maxBytes bounds each chunk's source segment (0: unchecked).
+	maxBytes int
+	// packetsOnly reads the segments without decoding them (a source of random bytes).
+	packetsOnly bool
+}
+
+// chunkMedia is what one chunk's segments in the bucket hold, with their renditions.
+type chunkMedia struct {
+	video, audio []probePacket
+	src, aud     *queue.Rendition
+}
+
+// checkChunks holds a session's chunks to the contract and returns the video frames they
+// hold. The records: sequence 0, 1, 2… without holes, segment numbers N = base+seq, exactly
+// one Last and it is the final one, Start never going backwards and each chunk running to the
+// next one's start. The bucket: each chunk's source (and audio) segment is there at its
+// number, as big as its record says, decodes (ffprobe of the init segment from the record and
+// the media segment), starts on a keyframe, and carries on the timestamps of the chunk before
+// it without a gap or an overlap. The feed, for a session with rungs: every chunk's end
+// message, with the record's number and timing, and its parts concatenated a video-only
+// MPEG-TS of the end's size and CRC-32C that starts on a keyframe with SPS and PPS at TSBase
+// and holds the end's frame count, the same as the source segment.
+func checkChunks(t *testing.T, r *rig, cs []chunkSeen, opt checks) (frames int) {
+	t.Helper()
+	if len(cs) == 0 {
+		t.Fatal("no chunks")
+	}
+	encoding := slices.ContainsFunc(cs, func(c chunkSeen) bool { return c.rec.Encoding })
+	var prev *chunkMedia
+	for i, c := range cs {
+		rec := c.rec
+		if rec.Seq != uint64(i) {
+			t.Fatalf("chunk %d has seq %d (seqs: %v)", i, rec.Seq, seqs(cs))
+		}
+		if rec.From != queue.FromIngest {
+			t.Errorf("chunk %d: record from %q", i, rec.From)
+		}
+		if rec.Last != (i == len(cs)-1) {
+			t.Errorf("chunk %d: Last=%v of %d chunks", i, rec.Last, len(cs))
+		}
+		if rec.N != cs[0].rec.N+rec.Seq {
+			t.Errorf("chunk %d: segment number %d, want base %d + seq", i, rec.N, cs[0].rec.N)
+		}
+		if encoding {
+			checkEnd(t, c)
+		}
+		if len(rec.Renditions) == 0 {
+			if !rec.Last {
+				t.Errorf("chunk %d has no renditions but is not the last", i)
+			}
+			continue
+		}
+		if i > 0 {
+			p := cs[i-1].rec
+			if rec.Start < p.Start {
+				t.Errorf("chunk %d starts at %d, before chunk %d's start %d", i, rec.Start, i-1, p.Start)
+			}
+			if p.Start+p.Duration != rec.Start {
+				t.Errorf("chunk %d ends at %d but chunk %d starts at %d", i-1, p.Start+p.Duration, i, rec.Start)
+			}
+		}
+		if rec.Duration <= 0 {
+			t.Errorf("chunk %d: duration %d", i, rec.Duration)
+		}
+		if rec.Encoding != encoding {
+			t.Errorf("chunk %d: Encoding=%v, other chunks of the session %v", i, rec.Encoding, encoding)
+		}
+		m := chunkMedia{}
+		for _, rd := range rec.Renditions {
+			if rd.Failed {
+				t.Errorf("chunk %d: rendition %s failed: %s", i, rd.Name, rd.Error)
+				continue
+			}
+			data := r.object(t, segment.Key(rec.StreamID, rd.Name, rec.N))
+			if len(data) != rd.Bytes {
+				t.Errorf("chunk %d: %s segment of %d bytes, the record says %d", i, rd.Name, len(data), rd.Bytes)
+			}
+			if rd.Name == "source" && opt.maxBytes > 0 && len(data) > opt.maxBytes+64<<10 {
+				t.Errorf("chunk %d: %d bytes, over the %d limit", i, len(data), opt.maxBytes)
+			}
+			p := ffprobe(t, fmt.Sprintf("%s-%d.mp4", rd.Name, rec.N), !opt.packetsOnly, rd.Init, data)
+			switch rd.Name {
+			case "source":
+				m.src, m.video = &rd, p.packets("video")
+				if len(m.video) == 0 || !strings.Contains(m.video[0].Flags, "K") {
+					t.Fatalf("chunk %d: source segment does not start on a keyframe (%d packets)", i, len(m.video))
+				}
+				if len(p.packets("audio")) > 0 {
+					t.Errorf("chunk %d: audio in the source segment", i)
+				}
+			case "audio":
+				m.aud, m.audio = &rd, p.packets("audio")
+				if len(m.audio) == 0 {
+					t.Errorf("chunk %d: an audio segment without audio", i)
+				}
+			default:
+				t.Errorf("chunk %d: the ingest wrote rendition %q", i, rd.Name)
+			}
+			if !opt.packetsOnly {
+				for _, s := range p.Streams {
+					if s.NbReadFrames != fmt.Sprint(len(p.packets(s.CodecType))) {
+						t.Errorf("chunk %d: %s: %s frames decoded of %d packets", i, rd.Name, s.NbReadFrames, len(p.packets(s.CodecType)))
+					}
+				}
+			}
+		}
+		if m.video == nil {
+			t.Fatalf("chunk %d: no source segment", i)
+		}
+		continuous(t, i, rec, prev, &m)
+		if encoding && c.end != nil && c.end.Frames != len(m.video) {
+			t.Errorf("chunk %d: the end says %d frames, the source segment holds %d", i, c.end.Frames, len(m.video))
+		}
+		frames += len(m.video)
+		prev = &m
+	}
+	return frames
+}
+
+// checkEnd holds a chunk's feed to its end message: the parts concatenated are the chunk's
+// video-only MPEG-TS, of the end's size and CRC.
+func checkEnd(t *testing.T, c chunkSeen) {
+	t.Helper()
+	rec, end := c.rec, c.end
+	if end == nil {
+		t.Fatalf("chunk %d of an encoding session: no end message on the chunk stream", rec.Seq)
+	}
+	if end.Seq != rec.Seq || end.N != rec.N || end.Last != rec.Last || end.StreamID != rec.StreamID {
+		t.Errorf("chunk %d: end message %+v does not match the record (seq %d, n %d, last %v)", rec.Seq, end, rec.Seq, rec.N, rec.Last)
+	}
+	if len(c.ts) != end.Size {
+		t.Fatalf("chunk %d: %d bytes in %d parts, the end says %d", rec.Seq, len(c.ts), c.parts, end.Size)
+	}
+	if crc := crc32.Checksum(c.ts, queue.ChunkCRC); crc != end.CRC {
+		t.Errorf("chunk %d: parts' CRC-32C %08x, the end says %08x", rec.Seq, crc, end.CRC)
+	}
+	if end.Size == 0 {
+		if !end.Last || end.Frames != 0 {
+			t.Errorf("chunk %d: an empty chunk (frames %d) that is not the last", rec.Seq, end.Frames)
+		}
+		return
+	}
+	if end.Start != rec.Start || end.Duration != rec.Duration {
+		t.Errorf("chunk %d: end at %d for %d, record at %d for %d", rec.Seq, end.Start, end.Duration, rec.Start, rec.Duration)
+	}
+	if end.SourceBitrate <= 0 {
+		t.Errorf("chunk %d: source bitrate %d", rec.Seq, end.SourceBitrate)
+	}
+	dem, err := cmaf.Demux(c.ts)
+	if err != nil {
+		t.Fatalf("chunk %d: %v", rec.Seq, err)
+	}
+	if len(dem.Audio) > 0 || dem.AAC != nil {
+		t.Errorf("chunk %d: the encoder's MPEG-TS carries audio", rec.Seq)
+	}
+	if len(dem.Video) == 0 || !dem.Video[0].Key || dem.H264 == nil {
+		t.Fatalf("chunk %d does not start on a keyframe with its SPS/PPS", rec.Seq)
+	}
+	if got := dem.Video[0].DTS; got != end.TSBase {
+		t.Errorf("chunk %d: first DTS in the file %d, want TSBase %d", rec.Seq, got, end.TSBase)
+	}
+	if len(dem.Video) != end.Frames {
+		t.Errorf("chunk %d: %d frames in the MPEG-TS, the end says %d", rec.Seq, len(dem.Video), end.Frames)
+	}
+	for i := 1; i < len(dem.Video); i++ {
+		if dem.Video[i].DTS < dem.Video[i-1].DTS {
+			t.Errorf("chunk %d: decode time goes backwards inside the MPEG-TS at frame %d", rec.Seq, i)
+			break
+		}
+	}
+	if dem.Video[len(dem.Video)-1].DTS-end.TSBase >= end.Duration {
+		t.Errorf("chunk %d: frames past its duration", rec.Seq)
+	}
+}
+
+// continuous checks the timestamps of chunk i's segments: the source video starts at the
+// chunk's start (its first decode time, the timeline every rendition shares), its decode
+// times increase and stay within the chunk, after the previous chunk's; the audio starts
+// where its record says, which is where the previous chunk's audio ended, to the sample.
+func continuous(t *testing.T, i int, rec queue.Segment, prev, cur *chunkMedia) {
+	t.Helper()
+	v := cur.video
+	if v[0].DTS != rec.Start {
+		t.Errorf("chunk %d: source video starts at %d, the chunk at %d", i, v[0].DTS, rec.Start)
+	}
+	for k := 1; k < len(v); k++ {
+		if v[k].DTS <= v[k-1].DTS {
+			t.Errorf("chunk %d: decode time goes backwards inside the chunk at frame %d (%d after %d)", i, k, v[k].DTS, v[k-1].DTS)
+			break
+		}
+	}
+	if last := v[len(v)-1].DTS; last >= rec.Start+rec.Duration {
+		t.Errorf("chunk %d: a frame at %d, past the chunk's end %d", i, last, rec.Start+rec.Duration)
+	}
+	if prev != nil && prev.video[len(prev.video)-1].DTS >= v[0].DTS {
+		t.Errorf("chunk %d: source video starts at %d, not after chunk %d's last frame at %d", i, v[0].DTS, i-1, prev.video[len(prev.video)-1].DTS)
+	}
+	if cur.aud == nil {
+		return
+	}
+	// AAC frames follow each other without gaps: the k-th is at the start plus k frames.
+	// (ffprobe leaves the first frame's duration out, so decode times are compared.)
+	a := cur.audio
+	frameLen := cur.aud.Duration / int64(len(a))
+	if frameLen*int64(len(a)) != cur.aud.Duration || frameLen <= 0 {
+		t.Errorf("chunk %d: %d audio frames in %d samples", i, len(a), cur.aud.Duration)
+	}
+	if a[0].DTS != cur.aud.Start {
+		t.Errorf("chunk %d: audio starts at %d, its record says %d", i, a[0].DTS, cur.aud.Start)
+	}
+	for k := 1; k < len(a); k++ {
+		if want := a[0].DTS + int64(k)*frameLen; a[k].DTS != want {
+			t.Errorf("chunk %d: audio frame %d at %d, want %d", i, k, a[k].DTS, want)
+			break
+		}
+	}
+	if prev != nil && prev.aud != nil {
+		if end := prev.aud.Start + prev.aud.Duration; end != cur.aud.Start {
+			t.Errorf("chunk %d: audio starts at %d, chunk %d's ended at %d", i, cur.aud.Start, i-1, end)
+		}
+	}
+}
+
+func seqs(cs []chunkSeen) []uint64 {
+	var out []uint64
+	for _, c := range cs {
+		out = append(out, c.rec.Seq)
+	}
+	return out
 }
 
 // source is an ffmpeg-made H.264 (+ AAC) clip, decoded into frames with timestamps starting at
@@ -449,6 +1044,18 @@ func (p *pusher) push(src *source, from, to, shift time.Duration, pace func(time
 			if err := p.w.WriteH264(p.vt, dur(f.PTS)+shift, dts+shift, f.NALUs); err != nil {
 				return err
 			}
+		}
+	}
+	// The audio up to to after the last video frame, so that a push of what follows goes on
+	// without a hole in the audio.
+	for p.vt != nil && p.at != nil && ai < len(src.audio) && dur(src.audio[ai].PTS) < to {
+		a := src.audio[ai]
+		ai++
+		if dur(a.PTS) < from {
+			continue
+		}
+		if err := p.w.WriteMPEG4Audio(p.at, dur(a.PTS)+shift, a.Data); err != nil {
+			return err
 		}
 	}
 	if p.vt == nil { // audio only

@@ -7,10 +7,9 @@ package packager
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
-
-	"github.com/gopcast/gopcast/pkg/queue"
 )
 
 func TestMasterCodecsListEachCodecOnce(t *testing.T) {
@@ -30,8 +29,8 @@ func TestMasterCodecsListEachCodecOnce(t *testing.T) {
 	}
 }
 
-// The ingest sends an empty last chunk (no object, no duration) when a session ends before its
-// first keyframe; the transcoder passes it on as a segment without renditions.
+// The ingest sends an empty last chunk (no segments, no duration, no transcoder record to wait
+// for) when a session ends before its first keyframe.
 func TestEmptyLastChunkEndsTheSession(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{Window: 10})
@@ -39,7 +38,7 @@ func TestEmptyLastChunkEndsTheSession(t *testing.T) {
 	h.mustAccept(a.seg(0), a.seg(1))
 	// A publisher connects and leaves before sending a keyframe.
 	b := h.session("st1", sessB)
-	if err := h.accept(queue.Segment{StreamID: "st1", SessionID: b.id, Seq: 0, Last: true}); err != nil {
+	if err := h.accept(b.empty(0)); err != nil {
 		t.Errorf("empty last chunk: %v", err)
 	}
 	// The next session must play.
@@ -79,9 +78,9 @@ func TestRedeliveredWaitingChunkKeepsTheDeadline(t *testing.T) {
 	h := newHarness(t, Config{Window: 10})
 	s := h.session("st1", sessA)
 	h.mustAccept(s.seg(0), s.seg(2))
-	var first time.Time
-	h.withState("st1", func(st *state) { first = st.WaitingSince })
-	time.Sleep(5 * time.Millisecond) // WaitingSince is wall-clock time; make a reset visible
+	// WaitingSince is wall-clock time; an hour back, a reset is plain.
+	first := time.Now().Add(-time.Hour).UTC()
+	h.withState("st1", func(st *state) { st.WaitingSince = first })
 	h.mustAccept(s.seg(2))
 	h.withState("st1", func(st *state) {
 		if !st.WaitingSince.Equal(first) {
@@ -122,4 +121,64 @@ func TestTwoPackagersShareAStream(t *testing.T) {
 		}
 	}
 	h.wantListing("st1", seqs(0, 2), nil)
+
+	// A chunk's two records handled by different packagers (one of them took over the other's
+	// redelivered job): merged through the state store, listed once.
+	for i, step := range []struct {
+		svc *Service
+		c   chunk
+	}{{p2, s.ingest(3)}, {p1, s.transcoder(3)}, {p2, s.transcoder(4)}, {p1, s.ingest(4)}, {p2, s.ingest(4)}} {
+		if err := h.acceptCtx(ctx, step.svc, step.c); err != nil {
+			t.Fatalf("split step %d: %v", i, err)
+		}
+	}
+	h.wantListing("st1", seqs(0, 4), nil)
+	l1, _ := p1.Stats()
+	l2, _ := p2.Stats()
+	if l1+l2 != 5 {
+		t.Errorf("listed %d + %d, want 5 in all", l1, l2)
+	}
+}
+
+// Two packagers taking one stream's records at the same time, as the shared consumer hands
+// them out (a chunk's two records often go to different packagers): a packager that loses the
+// compare-and-swap retries on the newer state, as handle does, and every chunk is listed once,
+// in order.
+func TestTwoPackagersConcurrently(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Window: 20})
+	svcs := []*Service{h.svc, h.newService()}
+	s := h.session("st1", sessA)
+	const chunks = 10
+	work := make([][]chunk, 2)
+	for seq := uint64(0); seq < chunks; seq++ {
+		c := s.seg(seq)
+		work[seq%2] = append(work[seq%2], chunk{c[0]})
+		work[(seq+1)%2] = append(work[(seq+1)%2], chunk{c[1]})
+	}
+	errs := make(chan error, 2)
+	for i, svc := range svcs {
+		go func() {
+			for _, c := range work[i] {
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					err := h.acceptCtx(context.Background(), svc, c)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, errStale) || time.Now().After(deadline) {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range svcs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.wantListing("st1", seqs(0, chunks-1), nil)
 }

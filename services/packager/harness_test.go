@@ -1,8 +1,10 @@
 package packager
 
-// Test doubles and checks shared by the packager tests: a queue whose rendition objects live in
-// a map, an in-memory state store with revisions, a store wrapper that records (and can fail)
-// every Put in order, playlist parsers, and the publish-order invariant every test is held to.
+// Test doubles and checks shared by the packager tests: a queue that keeps the events it is
+// given, an in-memory state store with revisions, a store wrapper that records (and can fail)
+// every write and deletion in order, the writers' part (the ingest's and the transcoders'
+// segments and records), playlist and manifest parsers, and the invariants players rely on that
+// every test is held to.
 
 import (
 	"bufio"
@@ -20,10 +22,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Eyevinn/dash-mpd/mpd"
 	"github.com/Eyevinn/hls-m3u8/m3u8"
 
 	"github.com/gopcast/gopcast/pkg/media"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/segment"
 	"github.com/gopcast/gopcast/pkg/storage"
 )
 
@@ -34,51 +38,38 @@ const (
 	sessC = "01900000-0000-7000-8000-00000000000c"
 )
 
-// fakeQueue is the packager's Queue: rendition objects in a map.
+// fakeQueue is the packager's Queue: records come from the tests through accept, and the
+// lifecycle events the packager publishes are kept.
 type fakeQueue struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-	deleted []string
+	mu     sync.Mutex
+	events []queue.Event
 }
 
-func newFakeQueue() *fakeQueue { return &fakeQueue{objects: map[string][]byte{}} }
-
-func (q *fakeQueue) put(name string, b []byte) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.objects[name] = bytes.Clone(b)
-}
-
-func (q *fakeQueue) remove(name string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	delete(q.objects, name)
-}
+func newFakeQueue() *fakeQueue { return &fakeQueue{} }
 
 func (q *fakeQueue) ConsumeSegments(ctx context.Context, _ int, _ func(context.Context, *queue.Job[queue.Segment])) error {
 	<-ctx.Done()
 	return nil
 }
 
-func (q *fakeQueue) RenditionBytes(ctx context.Context, name string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+func (q *fakeQueue) PublishEvent(_ context.Context, ev queue.Event) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	b, ok := q.objects[name]
-	if !ok {
-		return nil, fmt.Errorf("fake queue: rendition %s: %w", name, queue.ErrNotFound)
-	}
-	return bytes.Clone(b), nil
+	q.events = append(q.events, ev)
+	return nil
 }
 
-func (q *fakeQueue) DeleteRendition(_ context.Context, name string) error {
+// eventsOf returns the events of kind published so far.
+func (q *fakeQueue) eventsOf(kind string) []queue.Event {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	delete(q.objects, name)
-	q.deleted = append(q.deleted, name)
-	return nil
+	var out []queue.Event
+	for _, ev := range q.events {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // memState is a StateStore in memory, with revisions like JetStream KV.
@@ -138,6 +129,15 @@ func (m *memState) Update(ctx context.Context, key string, value []byte, rev uin
 	return m.Put(ctx, key, value)
 }
 
+// Delete removes key.
+func (m *memState) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.vals, key)
+	delete(m.revs, key)
+	return nil
+}
+
 // KeysMatching lists keys matching a NATS-style filter whose last token may be "*".
 func (m *memState) KeysMatching(_ context.Context, filter string) ([]string, error) {
 	m.mu.Lock()
@@ -164,21 +164,33 @@ func (m *memState) revision(key string) uint64 {
 	return m.revs[key]
 }
 
-// recStore wraps a real store, records every successful Put in order, and fails the Puts its
-// fail function says to.
+// set stores a raw value, as an earlier release would have.
+func (m *memState) set(key string, value []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rev++
+	m.vals[key] = bytes.Clone(value)
+	m.revs[key] = m.rev
+}
+
+// recStore wraps a real store and records every successful write and deletion in order. The
+// packager's Puts can be failed by its fail function; the writers' (the harness playing the
+// ingest and the transcoders) never fail and are marked as theirs.
 type recStore struct {
 	storage.Store
 	mu       sync.Mutex
-	puts     []putRecord
+	ops      []putRecord
 	attempts int
 	failures int
-	fail     func(key string, attempt int) error // attempt counts every Put call, from 1
+	fail     func(key string, attempt int) error // attempt counts every packager Put call, from 1
 }
 
 type putRecord struct {
-	key  string
-	data []byte
-	opts storage.PutOptions
+	key     string
+	data    []byte
+	opts    storage.PutOptions
+	writer  bool // written by the ingest or a transcoder, not the packager
+	deleted bool // a deletion, not a write
 }
 
 var errInjected = errors.New("injected storage failure")
@@ -196,7 +208,29 @@ func (s *recStore) Put(ctx context.Context, key string, data []byte, opts storag
 	if err := s.Store.Put(ctx, key, data, opts); err != nil {
 		return err
 	}
-	s.puts = append(s.puts, putRecord{key: key, data: bytes.Clone(data), opts: opts})
+	s.ops = append(s.ops, putRecord{key: key, data: bytes.Clone(data), opts: opts})
+	return nil
+}
+
+// writerPut is a Put by the ingest or a transcoder.
+func (s *recStore) writerPut(key string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts := storage.HeadersFor(key, true)
+	if err := s.Store.Put(context.Background(), key, data, opts); err != nil {
+		return err
+	}
+	s.ops = append(s.ops, putRecord{key: key, data: bytes.Clone(data), opts: opts, writer: true})
+	return nil
+}
+
+func (s *recStore) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Delete(ctx, key); err != nil {
+		return err
+	}
+	s.ops = append(s.ops, putRecord{key: key, deleted: true})
 	return nil
 }
 
@@ -206,20 +240,47 @@ func (s *recStore) setFail(f func(key string, attempt int) error) {
 	s.fail = f
 }
 
-// mark returns a position in the Put record; since returns the Puts after it.
+// mark returns a position in the record; since returns what the packager wrote after it, and
+// deletedSince what was deleted.
 func (s *recStore) mark() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.puts)
+	return len(s.ops)
 }
 
 func (s *recStore) since(mark int) []putRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]putRecord(nil), s.puts[mark:]...)
+	var out []putRecord
+	for _, op := range s.ops[mark:] {
+		if !op.writer && !op.deleted {
+			out = append(out, op)
+		}
+	}
+	return out
 }
 
-func (s *recStore) all() []putRecord { return s.since(0) }
+func (s *recStore) deletedSince(mark int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, op := range s.ops[mark:] {
+		if op.deleted {
+			out = append(out, op.key)
+		}
+	}
+	return out
+}
+
+// all is every write and deletion, the writers' included.
+func (s *recStore) all() []putRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ops)
+}
+
+// puts is every write by the packager.
+func (s *recStore) puts() []putRecord { return s.since(0) }
 
 func isManifest(key string) bool {
 	return strings.HasSuffix(key, ".m3u8") || strings.HasSuffix(key, ".mpd")
@@ -244,7 +305,7 @@ func (b *lockedBuffer) String() string {
 }
 
 // harness is one packager under test, with its fakes. restart replaces the Service and keeps
-// the queue, the bucket and the state store, as a packager process restart would.
+// the bucket and the state store, as a packager process restart would.
 type harness struct {
 	t     *testing.T
 	cfg   Config
@@ -254,6 +315,15 @@ type harness struct {
 	state *memState
 	logs  *lockedBuffer
 	svc   *Service
+	// expired says a recording was deleted: the ended live playlists may name its segments.
+	expired bool
+	// mediaOf, when set, gives the media segment the writers put for a record's rendition
+	// (real media); otherwise they put labelled filler.
+	mediaOf func(seg queue.Segment, r queue.Rendition) []byte
+
+	mu      sync.Mutex
+	nextN   map[string]uint64 // stream → past the highest number a session of it was given
+	writers map[string]string // segment key → session whose writer wrote it
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
@@ -265,11 +335,13 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	if cfg.ListedHold == 0 {
 		cfg.ListedHold = -1 // tests list faster than real time; TestBacklogStaysListed tests the hold
 	}
-	h := &harness{t: t, cfg: cfg, q: newFakeQueue(), local: local, state: newMemState(), logs: &lockedBuffer{}}
+	h := &harness{t: t, cfg: cfg, q: newFakeQueue(), local: local, state: newMemState(), logs: &lockedBuffer{},
+		nextN: map[string]uint64{}, writers: map[string]string{}}
 	h.store = &recStore{Store: local}
 	h.svc = h.newService()
 	t.Cleanup(func() {
-		checkPublished(t, h.store.all())
+		h.svc.jobs.Wait() // recordings being finished
+		checkPublished(t, h.store.all(), h.expired)
 		if t.Failed() {
 			t.Logf("packager log:\n%s", h.logs.String())
 		}
@@ -279,47 +351,109 @@ func newHarness(t *testing.T, cfg Config) *harness {
 
 func (h *harness) newService() *Service {
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return New(h.cfg, log, h.q, h.store, h.state)
+	return New(h.cfg, log, h.q, storage.NewWriter(h.store, log), h.state)
 }
 
-// restart starts a new Service on the same queue, bucket and state store.
-func (h *harness) restart() { h.svc = h.newService() }
-
-// accept hands seg to the service the way handle does: under the stream's lock.
-func (h *harness) accept(seg queue.Segment) error {
-	return h.acceptCtx(context.Background(), h.svc, seg)
+// restart starts a new Service on the same bucket and state store.
+func (h *harness) restart() {
+	h.svc.jobs.Wait()
+	h.svc = h.newService()
 }
 
-func (h *harness) acceptCtx(ctx context.Context, svc *Service, seg queue.Segment) error {
-	l := svc.lock(seg.StreamID)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	log := svc.log.With("stream_id", seg.StreamID, "session_id", seg.SessionID, "seq", seg.Seq)
-	return svc.accept(ctx, l, &seg, log)
+// chunk is segment records to hand to the packager, in order: normally a chunk's ingest record
+// and its transcoder record.
+type chunk []queue.Segment
+
+// accept plays the writers' part for each record of c (its media segments go to the bucket,
+// then the record is published) and hands the record to the service as handle does. It stops
+// at the first error.
+func (h *harness) accept(c chunk) error {
+	return h.acceptCtx(context.Background(), h.svc, c)
 }
 
-func (h *harness) mustAccept(segs ...queue.Segment) {
+func (h *harness) acceptCtx(ctx context.Context, svc *Service, c chunk) error {
+	for _, seg := range c {
+		h.write(seg)
+		l := svc.lock(seg.StreamID)
+		l.mu.Lock()
+		log := svc.log.With("stream_id", seg.StreamID, "session_id", seg.SessionID, "seq", seg.Seq)
+		err := svc.accept(ctx, l, &seg, log)
+		l.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write puts a record's media segments where the ingest and the transcoders put them, before
+// they publish the record.
+func (h *harness) write(seg queue.Segment) {
 	h.t.Helper()
-	for _, s := range segs {
-		if err := h.accept(s); err != nil {
-			h.t.Fatalf("accept %s: %v", s.ID(), err)
+	for _, r := range seg.Renditions {
+		if r.Failed {
+			continue
+		}
+		key := segment.Key(seg.StreamID, r.Name, seg.N)
+		h.mu.Lock()
+		prev, ok := h.writers[key]
+		h.writers[key] = seg.SessionID
+		h.mu.Unlock()
+		if ok && prev != seg.SessionID {
+			h.t.Errorf("harness: %s written by sessions %s and %s: a test gave two sessions the same numbers", key, prev, seg.SessionID)
+		}
+		data := mediaBytes(seg.StreamID, seg.SessionID, r.Name, seg.Seq, r.Bytes)
+		if h.mediaOf != nil {
+			data = h.mediaOf(seg, r)
+		}
+		if err := h.store.writerPut(key, data); err != nil {
+			h.t.Fatal(err)
 		}
 	}
 }
 
-// savedNextSeq is the next_seq of the stream's state in the state store (0 if none).
-func (h *harness) savedNextSeq(streamID string) uint64 {
+func (h *harness) mustAccept(cs ...chunk) {
+	h.t.Helper()
+	for _, c := range cs {
+		if err := h.accept(c); err != nil {
+			h.t.Fatalf("accept %s: %v", c.ids(), err)
+		}
+	}
+}
+
+func (c chunk) ids() []string {
+	var out []string
+	for _, s := range c {
+		out = append(out, s.ID())
+	}
+	return out
+}
+
+// tend runs the stream's timed work once, as the gap loop does every second.
+func (h *harness) tend(streamID string) {
+	h.svc.tend(context.Background(), streamID)
+}
+
+// savedState is the stream's state in the state store (nil if none).
+func (h *harness) savedState(streamID string) *state {
+	h.t.Helper()
 	b, _, err := h.state.Get(context.Background(), stateKey(streamID))
 	if err != nil {
-		return 0
+		return nil
 	}
-	var saved struct {
-		NextSeq uint64 `json:"next_seq"`
+	st := newState(streamID, h.cfg.ChunkTarget)
+	if err := json.Unmarshal(b, st); err != nil {
+		h.t.Fatalf("saved state: %v", err)
 	}
-	if err := json.Unmarshal(b, &saved); err != nil {
-		h.t.Errorf("saved state: %v", err)
+	return st
+}
+
+// savedNextSeq is the next_seq of the stream's state in the state store (0 if none).
+func (h *harness) savedNextSeq(streamID string) uint64 {
+	if st := h.savedState(streamID); st != nil {
+		return st.NextSeq
 	}
-	return saved.NextSeq
+	return 0
 }
 
 // withState runs f on the stream's loaded state under its lock.
@@ -365,6 +499,16 @@ func (h *harness) master(streamID string) *masterPL {
 	return parseMaster(h.t, b)
 }
 
+// manifest returns the stream's live DASH manifest, read as a player reads it.
+func (h *harness) manifest(streamID string) *dashMPD {
+	h.t.Helper()
+	b := h.get(path.Join("live", streamID, "manifest.mpd"))
+	if b == nil {
+		h.t.Fatalf("no DASH manifest for %s", streamID)
+	}
+	return parseMPD(h.t, b)
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -386,46 +530,72 @@ func (h *harness) runGapLoop() (stop func()) {
 		defer close(done)
 		svc.gapLoop(ctx)
 	}()
-	stop = func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		<-done
-	}
+	})
 	h.t.Cleanup(stop)
 	return stop
 }
 
-// rendSpec is one rendition the fake transcoder produces for every chunk.
+// rendSpec is one rendition the fake writers produce for every chunk.
 type rendSpec struct {
 	name, kind, codec string
 	width, height     int
 	bandwidth         int // nominal, rungs only
 	size              int // media segment bytes
+	rung              bool
 }
 
 var ladderSpecs = []rendSpec{
 	{name: "source", kind: "video", codec: "avc1.64001F", width: 1280, height: 720, size: 5000},
 	{name: "audio", kind: "audio", codec: "mp4a.40.2", size: 500},
-	{name: "480p", kind: "video", codec: "avc1.64001E", width: 854, height: 480, bandwidth: 1_200_000, size: 3000},
-	{name: "360p", kind: "video", codec: "avc1.64001E", width: 640, height: 360, bandwidth: 700_000, size: 2000},
+	{name: "480p", kind: "video", codec: "avc1.64001E", width: 854, height: 480, bandwidth: 1_200_000, size: 3000, rung: true},
+	{name: "360p", kind: "video", codec: "avc1.64001E", width: 640, height: 360, bandwidth: 700_000, size: 2000, rung: true},
 }
 
-var renditionNames = []string{"360p", "480p", "audio", "source"}
+var (
+	renditionNames = []string{"360p", "480p", "audio", "source"}
+	ingestNames    = []string{"audio", "source"}
+	rungNames      = []string{"360p", "480p"}
+)
 
-// sess makes the segment messages a transcoder would send for one publishing session.
+// sess makes the records the ingest and the transcoders publish for one publishing session:
+// the ingest's (source and audio) and, when the session has rungs, a transcoder's.
 type sess struct {
-	h              *harness
-	stream, id     string
-	initV          map[string]string // rendition → init version: its init bytes are "init NAME VERSION"
-	specs          []rendSpec
-	chunkDurations map[uint64]int64
-	// inline carries init segments and the audio in the message, as the transcoder does;
-	// otherwise they are objects (as an older transcoder stored them).
-	inline bool
+	h          *harness
+	stream, id string
+	base       uint64            // segment number of chunk 0: the ingest's claim
+	initV      map[string]string // rendition → init version: its init bytes are "init NAME VERSION"
+	specs      []rendSpec
+	recorded   bool
 }
 
+// session starts a session numbered where the stream's last one stopped, as the ingest's claim
+// of numbers does after a clean end.
 func (h *harness) session(stream, id string) *sess {
-	return &sess{h: h, stream: stream, id: id, initV: map[string]string{}, specs: ladderSpecs}
+	h.mu.Lock()
+	base := h.nextN[stream]
+	h.mu.Unlock()
+	return h.sessionAt(stream, id, base)
 }
+
+// sessionAt starts a session whose chunk 0 is segment number base.
+func (h *harness) sessionAt(stream, id string, base uint64) *sess {
+	return &sess{h: h, stream: stream, id: id, base: base, initV: map[string]string{}, specs: ladderSpecs}
+}
+
+// noRungs makes a session the profile has no rungs for: the ingest's records only.
+func (s *sess) noRungs() *sess {
+	s.specs = slices.DeleteFunc(slices.Clone(s.specs), func(sp rendSpec) bool { return sp.rung })
+	return s
+}
+
+func (s *sess) hasRungs() bool {
+	return slices.ContainsFunc(s.specs, func(sp rendSpec) bool { return sp.rung })
+}
+
+func (s *sess) n(seq uint64) uint64 { return s.base + seq }
 
 // chunkDuration is 2.000, 2.010 or 2.020 s: durations differ so EXTINF checks mean something.
 func chunkDuration(seq uint64) int64 { return 2*media.Timescale + int64(seq%3)*900 }
@@ -442,18 +612,22 @@ func (s *sess) initBytes(name string) []byte {
 }
 
 func (s *sess) mediaBytes(name string, seq uint64) []byte {
-	size := 1000
 	for _, sp := range s.specs {
 		if sp.name == name {
-			size = sp.size
+			return mediaBytes(s.stream, s.id, name, seq, sp.size)
 		}
 	}
-	head := fmt.Sprintf("media|%s|%s|%s|%d|", s.stream, s.id, name, seq)
+	return nil
+}
+
+// mediaBytes is the content the writers put in a media segment: who made it, of what.
+func mediaBytes(stream, session, name string, seq uint64, size int) []byte {
+	head := fmt.Sprintf("media|%s|%s|%s|%d|", stream, session, name, seq)
 	return bytes.Repeat([]byte(head), size/len(head)+1)[:size]
 }
 
-// rendTiming is a rendition's duration in its own timescale, as the transcoder reports it:
-// video in 90 kHz, audio in its sample rate (48 kHz).
+// rendTiming is a rendition's timing in its own timescale, as the writers report it: video in
+// 90 kHz, audio in its sample rate (48 kHz).
 func (s *sess) rendTiming(kind string, seq uint64) (start, duration int64, timescale uint32) {
 	start, d := int64(seq)*2*media.Timescale, chunkDuration(seq)
 	if kind != "audio" {
@@ -468,47 +642,72 @@ func (s *sess) rendSeconds(kind string, seq uint64) float64 {
 	return float64(d) / float64(ts)
 }
 
-// seg returns the segment message for chunk seq, with its rendition objects put in the queue.
-// mods adjust the message before it is returned.
-func (s *sess) seg(seq uint64, mods ...func(*queue.Segment)) queue.Segment {
+// seg returns chunk seq's records: the ingest's, then (for a session with rungs) the
+// transcoder's. mods adjust each record before it is returned.
+func (s *sess) seg(seq uint64, mods ...func(*queue.Segment)) chunk {
+	c := s.ingest(seq, mods...)
+	if s.hasRungs() {
+		c = append(c, s.transcoder(seq, mods...)...)
+	}
+	return c
+}
+
+// ingest returns chunk seq's ingest record alone; transcoder its transcoder record alone.
+func (s *sess) ingest(seq uint64, mods ...func(*queue.Segment)) chunk {
+	return chunk{s.record(seq, queue.FromIngest, mods)}
+}
+
+func (s *sess) transcoder(seq uint64, mods ...func(*queue.Segment)) chunk {
+	return chunk{s.record(seq, queue.FromTranscoder, mods)}
+}
+
+func (s *sess) record(seq uint64, from string, mods []func(*queue.Segment)) queue.Segment {
 	start := int64(seq) * 2 * media.Timescale
-	seg := queue.Segment{StreamID: s.stream, SessionID: s.id, Seq: seq, Start: start, Duration: chunkDuration(seq)}
-	prefix := fmt.Sprintf("%s/%s/%d/", s.stream, s.id, seq)
+	seg := queue.Segment{StreamID: s.stream, SessionID: s.id, Seq: seq, N: s.n(seq), Start: start, Duration: chunkDuration(seq),
+		Record: s.recorded, From: from, Encoding: from == queue.FromIngest && s.hasRungs(), Chunk: time.Now().UTC()}
 	for _, sp := range s.specs {
+		if sp.rung != (from == queue.FromTranscoder) {
+			continue
+		}
 		rs, rd, rts := s.rendTiming(sp.kind, seq)
 		r := queue.Rendition{Name: sp.name, Kind: sp.kind, Codec: sp.codec, Width: sp.width, Height: sp.height,
-			Bandwidth: sp.bandwidth, Init: prefix + sp.name + "/init.mp4", Media: prefix + sp.name + "/media.m4s",
-			Start: rs, Duration: rd, Timescale: rts}
+			Bandwidth: sp.bandwidth, Init: s.initBytes(sp.name), Bytes: sp.size, Start: rs, Duration: rd, Timescale: rts}
 		if sp.kind == "video" {
 			r.FPS = 30
 		} else {
-			r.Channels = 2
-		}
-		m := s.mediaBytes(sp.name, seq)
-		r.Bytes = len(m)
-		if s.inline {
-			r.Init, r.InitData = "", s.initBytes(sp.name)
-		} else {
-			s.h.q.put(r.Init, s.initBytes(sp.name))
-		}
-		if s.inline && sp.kind == "audio" {
-			r.Media, r.MediaData = "", m
-		} else {
-			s.h.q.put(r.Media, m)
+			r.Channels, r.SampleRate = 2, 48000
 		}
 		seg.Renditions = append(seg.Renditions, r)
 	}
 	for _, m := range mods {
 		m(&seg)
 	}
+	if len(seg.Renditions) > 0 {
+		s.h.mu.Lock()
+		s.h.nextN[s.stream] = max(s.h.nextN[s.stream], seg.N+1)
+		s.h.mu.Unlock()
+	}
 	return seg
+}
+
+// empty returns the ingest's record of an empty last chunk: the session ended before its first
+// keyframe, or right after a cut.
+func (s *sess) empty(seq uint64) chunk {
+	return chunk{{StreamID: s.stream, SessionID: s.id, Seq: seq, N: s.n(seq), Last: true, Record: s.recorded, From: queue.FromIngest}}
 }
 
 func last(seg *queue.Segment) { seg.Last = true }
 
-// failedChunk makes the message a transcoder sends for a chunk it could not transcode at all.
+// failedChunk makes the records of a chunk that could not be made at all (poison input).
 func failedChunk(seg *queue.Segment) {
 	seg.Failed, seg.Error, seg.Renditions = true, "poison chunk: corrupt", nil
+}
+
+// failedRecord fails the transcoder's record only: its rungs could not be made.
+func failedRecord(seg *queue.Segment) {
+	if seg.From == queue.FromTranscoder {
+		failedChunk(seg)
+	}
 }
 
 // failRendition marks rendition name as failed, as a transcoder does for a rung ffmpeg could
@@ -532,6 +731,7 @@ type mediaPL struct {
 	mediaSeq uint64
 	discSeq  uint64
 	ended    bool
+	vod      bool
 	topMap   string // EXT-X-MAP before the first segment
 	segs     []plSeg
 }
@@ -560,6 +760,25 @@ func (p *mediaPL) seg(uri string) (plSeg, bool) {
 		}
 	}
 	return plSeg{}, false
+}
+
+// numbers are the segment numbers the playlist's URIs name.
+func (p *mediaPL) numbers(t *testing.T) []uint64 {
+	t.Helper()
+	out := make([]uint64, len(p.segs))
+	for i, s := range p.segs {
+		out[i] = uriNumber(t, s.uri)
+	}
+	return out
+}
+
+func uriNumber(t *testing.T, uri string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(strings.TrimSuffix(path.Base(uri), ".m4s"), 10, 64)
+	if err != nil || !strings.HasSuffix(uri, ".m4s") {
+		t.Fatalf("segment URI %q is not N.m4s", uri)
+	}
+	return n
 }
 
 func attr(line, name string) string {
@@ -605,6 +824,8 @@ func parseMedia(t *testing.T, b []byte) *mediaPL {
 			p.mediaSeq, err = strconv.ParseUint(strings.TrimPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"), 10, 64)
 		case strings.HasPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"):
 			p.discSeq, err = strconv.ParseUint(strings.TrimPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"), 10, 64)
+		case line == "#EXT-X-PLAYLIST-TYPE:VOD":
+			p.vod = true
 		case line == "#EXT-X-ENDLIST":
 			p.ended = true
 		case strings.HasPrefix(line, "#EXT-X-MAP:"):
@@ -695,20 +916,130 @@ func parseMaster(t *testing.T, b []byte) *masterPL {
 	return m
 }
 
-// checkPublished holds a test's whole sequence of bucket writes to the invariants players rely
-// on, whatever the test did:
-//   - a playlist names only objects written before it (segments other than gaps, init
-//     segments, media playlists);
-//   - a media playlist lists consecutive segment numbers starting at its EXT-X-MEDIA-SEQUENCE,
-//     each once; media sequence and discontinuity sequence never go backwards, and the
+// dashMPD is a DASH manifest as a player reads it: every Period, and in each the segments every
+// Representation addresses.
+type dashMPD struct {
+	raw     string
+	dynamic bool
+	periods []dashPeriod
+}
+
+type dashPeriod struct {
+	id    string
+	start time.Duration
+	reps  map[string]dashRep // by Representation id (the rendition)
+}
+
+type dashRep struct {
+	kind string // video or audio
+	init string // key of the init segment, relative to the manifest's BaseURL
+	segs []dashSeg
+}
+
+type dashSeg struct {
+	n    uint64
+	t, d uint64 // in the AdaptationSet's timescale
+	key  string // relative to the manifest's BaseURL
+}
+
+// numbers are the segment numbers rendition rep has in the manifest, every Period together.
+func (m *dashMPD) numbers(rep string) []uint64 {
+	var out []uint64
+	for _, p := range m.periods {
+		for _, s := range p.reps[rep].segs {
+			out = append(out, s.n)
+		}
+	}
+	return out
+}
+
+func (m *dashMPD) periodIDs() []string {
+	var out []string
+	for _, p := range m.periods {
+		out = append(out, p.id)
+	}
+	return out
+}
+
+// parseMPD reads a manifest with dash-mpd and expands its SegmentTemplates as a player does
+// (ISO/IEC 23009-1 5.3.9.6): each S is a run of 1+r segments of duration d, starting at t when
+// given and where the previous one ended otherwise, numbered from startNumber. BaseURL is
+// applied to the keys.
+func parseMPD(t *testing.T, b []byte) *dashMPD {
+	t.Helper()
+	m, err := mpd.MPDFromBytes(b)
+	if err != nil {
+		t.Fatalf("not a valid MPD: %v\n%s", err, b)
+	}
+	out := &dashMPD{raw: string(b), dynamic: m.GetType() == "dynamic"}
+	base := ""
+	if len(m.BaseURL) == 1 {
+		base = string(m.BaseURL[0].Value)
+	}
+	for _, p := range m.Periods {
+		dp := dashPeriod{id: p.Id, reps: map[string]dashRep{}}
+		if p.Start != nil {
+			dp.start = time.Duration(*p.Start)
+		}
+		for _, set := range p.AdaptationSets {
+			st := set.SegmentTemplate
+			if st == nil || st.StartNumber == nil || st.SegmentTimeline == nil || st.Timescale == nil {
+				t.Fatalf("Period %s: AdaptationSet without a SegmentTemplate, startNumber, timescale and timeline:\n%s", p.Id, b)
+			}
+			for _, rep := range set.Representations {
+				if _, dup := dp.reps[rep.Id]; dup {
+					t.Fatalf("Period %s: Representation %s twice:\n%s", p.Id, rep.Id, b)
+				}
+				r := dashRep{kind: string(set.ContentType),
+					init: base + strings.ReplaceAll(st.Initialization, "$RepresentationID$", rep.Id)}
+				n, next := uint64(*st.StartNumber), uint64(0)
+				for i, s := range st.SegmentTimeline.S {
+					if s.T != nil {
+						next = *s.T
+					} else if i == 0 {
+						t.Fatalf("Period %s: first S without t:\n%s", p.Id, b)
+					}
+					for range s.R + 1 {
+						key := strings.ReplaceAll(st.Media, "$RepresentationID$", rep.Id)
+						key = base + strings.ReplaceAll(key, "$Number$", strconv.FormatUint(n, 10))
+						r.segs = append(r.segs, dashSeg{n: n, t: next, d: s.D, key: key})
+						n++
+						next += s.D
+					}
+				}
+				dp.reps[rep.Id] = r
+			}
+		}
+		out.periods = append(out.periods, dp)
+	}
+	return out
+}
+
+// checkPublished holds a test's whole sequence of bucket writes and deletions to the invariants
+// players rely on, whatever the test did:
+//   - a playlist or manifest names only objects written before it and not deleted since
+//     (segments other than gaps, init segments, media playlists);
+//   - a media playlist's entries have increasing segment numbers, which skip only at a
+//     discontinuity (a session that left numbers unused), while EXT-X-MEDIA-SEQUENCE counts the
+//     entries one by one; media sequence and discontinuity sequence never go backwards, and the
 //     discontinuity sequence grows by the discontinuities that left the window;
 //   - an entry listed in one version of a playlist is the same in the next;
-//   - every object has the headers storage.HeadersFor gives its key.
-func checkPublished(t *testing.T, puts []putRecord) {
+//   - a DASH Period keeps its id and start across versions of the live manifest, and a segment
+//     stays in the same Period at the same time;
+//   - every object has the headers storage.HeadersFor gives its key;
+//   - the last version of every playlist and manifest names only objects still there.
+func checkPublished(t *testing.T, ops []putRecord, expired bool) {
 	t.Helper()
 	seen := map[string]bool{}
 	prev := map[string]*mediaPL{}
-	for i, p := range puts {
+	prevMPD := map[string]*dashMPD{}
+	lastDoc := map[string]putRecord{}
+	for i, p := range ops {
+		if p.deleted {
+			delete(seen, p.key)
+			delete(lastDoc, p.key)
+			continue
+		}
 		dir := path.Dir(p.key)
 		switch {
 		case strings.HasSuffix(p.key, "/index.m3u8"):
@@ -719,6 +1050,7 @@ func checkPublished(t *testing.T, puts []putRecord) {
 			if p.opts != want {
 				t.Errorf("put %d %s (ended %v): headers %+v, want %+v", i, p.key, pl.ended, p.opts, want)
 			}
+			lastDoc[p.key] = p
 		case strings.HasSuffix(p.key, "/master.m3u8"):
 			m := parseMaster(t, p.data)
 			for _, v := range m.variants {
@@ -735,16 +1067,54 @@ func checkPublished(t *testing.T, puts []putRecord) {
 				t.Errorf("put %d %s: headers %+v", i, p.key, p.opts)
 			}
 		case strings.HasSuffix(p.key, ".mpd"):
+			m := parseMPD(t, p.data)
+			checkMPDVersion(t, i, p, m, prevMPD[p.key], seen)
+			prevMPD[p.key] = m
 			if p.opts != storage.HeadersFor(p.key, true) && p.opts != storage.HeadersFor(p.key, false) {
 				t.Errorf("put %d %s: headers %+v", i, p.key, p.opts)
 			}
+			lastDoc[p.key] = p
 		default:
-			if want := storage.HeadersFor(p.key, true); p.opts != want {
+			if want := storage.HeadersFor(p.key, true); p.opts != want && p.opts != storage.HeadersFor(p.key, false) {
 				t.Errorf("put %d %s: headers %+v, want %+v", i, p.key, p.opts, want)
 			}
 		}
 		seen[p.key] = true
 	}
+	// What players can fetch now: the last version of each playlist and manifest (unless a
+	// recording expired, which deletes the segments an ended live playlist still names).
+	for key, p := range lastDoc {
+		if expired {
+			break
+		}
+		dir := path.Dir(key)
+		if strings.HasSuffix(key, ".mpd") {
+			for _, per := range prevMPD[key].periods {
+				for id, r := range per.reps {
+					for _, k := range append([]string{r.init}, segKeys(r.segs)...) {
+						if !seen[path.Join(dir, k)] {
+							t.Errorf("%s: Period %s %s names %s, which is gone", key, per.id, id, k)
+						}
+					}
+				}
+			}
+			continue
+		}
+		pl := parseMedia(t, p.data)
+		for _, s := range pl.segs {
+			if !s.gap && (!seen[path.Join(dir, s.uri)] || !seen[path.Join(dir, s.mapURI)]) {
+				t.Errorf("%s lists %s (init %s), which is gone:\n%s", key, s.uri, s.mapURI, pl.raw)
+			}
+		}
+	}
+}
+
+func segKeys(segs []dashSeg) []string {
+	out := make([]string, len(segs))
+	for i, s := range segs {
+		out[i] = s.key
+	}
+	return out
 }
 
 func checkMediaVersion(t *testing.T, i int, p putRecord, pl, old *mediaPL, seen map[string]bool) {
@@ -757,17 +1127,22 @@ func checkMediaVersion(t *testing.T, i int, p putRecord, pl, old *mediaPL, seen 
 		t.Errorf("put %d %s: no EXT-X-MAP before the first segment:\n%s", i, p.key, pl.raw)
 	}
 	for k, s := range pl.segs {
-		if want := strconv.FormatUint(pl.mediaSeq+uint64(k), 10) + ".m4s"; s.uri != want {
-			t.Errorf("put %d %s: entry %d is %s, want %s (media sequence %d):\n%s", i, p.key, k, s.uri, want, pl.mediaSeq, pl.raw)
+		n := uriNumber(t, s.uri)
+		if k > 0 {
+			pn := uriNumber(t, pl.segs[k-1].uri)
+			if n <= pn || (n != pn+1 && !s.disc) {
+				t.Errorf("put %d %s: entry %d is %s after %s: numbers must increase, and skip only at a discontinuity:\n%s",
+					i, p.key, k, s.uri, pl.segs[k-1].uri, pl.raw)
+			}
 		}
 		if s.gap {
 			continue
 		}
 		if !seen[path.Join(dir, s.uri)] {
-			t.Errorf("put %d %s lists %s before it was written:\n%s", i, p.key, s.uri, pl.raw)
+			t.Errorf("put %d %s lists %s, not written (or deleted):\n%s", i, p.key, s.uri, pl.raw)
 		}
 		if !seen[path.Join(dir, s.mapURI)] {
-			t.Errorf("put %d %s: %s needs init %s, not written yet:\n%s", i, p.key, s.uri, s.mapURI, pl.raw)
+			t.Errorf("put %d %s: %s needs init %s, not written:\n%s", i, p.key, s.uri, s.mapURI, pl.raw)
 		}
 		if float64(pl.target) < s.dur-0.5 {
 			t.Errorf("put %d %s: %s lasts %.3f s, over the target duration %d", i, p.key, s.uri, s.dur, pl.target)
@@ -798,13 +1173,63 @@ func checkMediaVersion(t *testing.T, i int, p putRecord, pl, old *mediaPL, seen 
 		}
 	}
 	for k, s := range pl.segs {
-		n := pl.mediaSeq + uint64(k)
-		if n < old.mediaSeq || n >= oldEnd {
+		msn := pl.mediaSeq + uint64(k)
+		if msn < old.mediaSeq || msn >= oldEnd {
 			continue
 		}
-		o := old.segs[n-old.mediaSeq]
-		if o.gap != s.gap || o.disc != s.disc || o.dur != s.dur || (!s.gap && o.mapURI != s.mapURI) {
-			t.Errorf("put %d %s: entry %s changed between versions: %+v then %+v", i, p.key, s.uri, o, s)
+		o := old.segs[msn-old.mediaSeq]
+		if o.uri != s.uri || o.gap != s.gap || o.disc != s.disc || o.dur != s.dur || (!s.gap && o.mapURI != s.mapURI) {
+			t.Errorf("put %d %s: entry %d changed between versions: %+v then %+v", i, p.key, msn, o, s)
+		}
+	}
+}
+
+// checkMPDVersion checks one version of a manifest: every init and media segment it names is
+// there, a Representation's segments are consecutive and in time order, and against the
+// previous version a Period keeps its start and a segment its Period and time.
+func checkMPDVersion(t *testing.T, i int, p putRecord, m, old *dashMPD, seen map[string]bool) {
+	t.Helper()
+	dir := path.Dir(p.key)
+	where := map[string]string{} // rendition/N → Period id
+	at := map[string]uint64{}    // rendition/N → time
+	for _, per := range m.periods {
+		for id, r := range per.reps {
+			if !seen[path.Join(dir, r.init)] {
+				t.Errorf("put %d %s: Period %s %s needs %s, not written", i, p.key, per.id, id, r.init)
+			}
+			for k, s := range r.segs {
+				if !seen[path.Join(dir, s.key)] {
+					t.Errorf("put %d %s: Period %s names %s, not written (or deleted):\n%s", i, p.key, per.id, s.key, m.raw)
+				}
+				if k > 0 && (s.n != r.segs[k-1].n+1 || s.t <= r.segs[k-1].t) {
+					t.Errorf("put %d %s: Period %s %s: segment %d at %d after %d at %d", i, p.key, per.id, id, s.n, s.t,
+						r.segs[k-1].n, r.segs[k-1].t)
+				}
+				where[id+"/"+strconv.FormatUint(s.n, 10)] = per.id
+				at[id+"/"+strconv.FormatUint(s.n, 10)] = s.t
+			}
+		}
+	}
+	if old == nil || !old.dynamic || !m.dynamic {
+		return
+	}
+	starts := map[string]time.Duration{}
+	for _, per := range old.periods {
+		starts[per.id] = per.start
+	}
+	for _, per := range m.periods {
+		if s, ok := starts[per.id]; ok && s != per.start {
+			t.Errorf("put %d %s: Period %s moved from %v to %v", i, p.key, per.id, s, per.start)
+		}
+	}
+	for _, per := range old.periods {
+		for id, r := range per.reps {
+			for _, s := range r.segs {
+				k := id + "/" + strconv.FormatUint(s.n, 10)
+				if now, ok := where[k]; ok && (now != per.id || at[k] != s.t) {
+					t.Errorf("put %d %s: segment %s was in Period %s at %d, now in %s at %d:\n%s", i, p.key, k, per.id, s.t, now, at[k], m.raw)
+				}
+			}
 		}
 	}
 }
@@ -815,18 +1240,13 @@ func (h *harness) wantListing(stream string, want []uint64, gaps map[string][]ui
 	h.t.Helper()
 	for _, name := range renditionNames {
 		pl := h.media(stream, name)
-		var got []uint64
 		var gotGaps []uint64
 		for _, s := range pl.segs {
-			n, err := strconv.ParseUint(strings.TrimSuffix(s.uri, ".m4s"), 10, 64)
-			if err != nil {
-				h.t.Fatalf("%s: segment URI %q", name, s.uri)
-			}
-			got = append(got, n)
 			if s.gap {
-				gotGaps = append(gotGaps, n)
+				gotGaps = append(gotGaps, uriNumber(h.t, s.uri))
 			}
 		}
+		got := pl.numbers(h.t)
 		wantGaps := append(append([]uint64(nil), gaps["*"]...), gaps[name]...)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			h.t.Errorf("%s lists %v, want %v:\n%s", name, got, want, pl.raw)
@@ -835,6 +1255,20 @@ func (h *harness) wantListing(stream string, want []uint64, gaps map[string][]ui
 			h.t.Errorf("%s has gaps at %v, want %v:\n%s", name, gotGaps, wantGaps, pl.raw)
 		}
 	}
+}
+
+// retiredSet is the segments a state has scheduled for deletion: number → renditions.
+func retiredSet(st *state) map[uint64][]string {
+	out := map[uint64][]string{}
+	for _, r := range st.Retired {
+		for _, name := range r.Renditions {
+			if !slices.Contains(out[r.N], name) {
+				out[r.N] = append(out[r.N], name)
+			}
+		}
+		slices.Sort(out[r.N])
+	}
+	return out
 }
 
 func sortedU(s []uint64) []uint64 {

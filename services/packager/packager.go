@@ -1,8 +1,11 @@
-// Package packager turns finished chunks into what players fetch: it writes each rendition's
-// CMAF segments to the bucket, then the HLS media playlists that list them, then the
-// multivariant playlist, always in that order, so a player never sees a playlist naming a
-// segment that is not there yet. Chunks finish out of order; the packager lists them in
-// sequence order, and turns a chunk that never comes into an explicit gap.
+// Package packager turns finished chunks into what players fetch. The ingest (source video and
+// audio) and the transcoders (the ladder's rungs) write a chunk's media segments to the bucket
+// and then publish a segment record each; once a chunk's records are in, the packager writes
+// the init segments they carry (when new), then the HLS media playlists that list the chunk,
+// then the multivariant playlist and the DASH manifest, always in that order, so a player never
+// sees a playlist naming a segment that is not there yet. Chunks finish out of order; the
+// packager lists them in sequence order, and turns a chunk (or a chunk's rungs) that never
+// comes into an explicit gap.
 package packager
 
 import (
@@ -52,10 +55,7 @@ func (c *Config) defaults() {
 		c.Window = 6
 	}
 	if c.GapTimeout <= 0 {
-		// Longer than a chunk job's every delivery (5 x the queue's 6 s AckWait when
-		// its transcoders keep dying) plus an encode, so workers dying cost a stall,
-		// never a segment: a chunk is only a gap when its job is gone.
-		c.GapTimeout = 45 * time.Second
+		c.GapTimeout = queue.GapAfter
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
@@ -70,15 +70,13 @@ func (c *Config) defaults() {
 		c.FFmpeg = "ffmpeg"
 	}
 	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = time.Minute
+		c.SessionTimeout = queue.SessionIdle
 	}
 }
 
 // Queue is what the packager needs from the queue.
 type Queue interface {
 	ConsumeSegments(ctx context.Context, n int, handler func(context.Context, *queue.Job[queue.Segment])) error
-	RenditionBytes(ctx context.Context, name string) ([]byte, error)
-	DeleteRendition(ctx context.Context, name string) error
 }
 
 // EventPublisher is implemented by a Queue that can carry lifecycle events; the packager then
@@ -103,6 +101,7 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 	q     Queue
+	w     *storage.Writer
 	store storage.Store
 	state StateStore
 	recs  Recordings
@@ -111,9 +110,8 @@ type Service struct {
 	mu      sync.Mutex
 	streams map[string]*streamLock
 
-	listed   atomic.Int64
-	gaps     atomic.Int64
-	putFails atomic.Int64
+	listed atomic.Int64
+	gaps   atomic.Int64
 }
 
 type streamLock struct {
@@ -121,19 +119,18 @@ type streamLock struct {
 	st *state // nil until loaded
 }
 
-// New returns a packager.
-func New(cfg Config, log *slog.Logger, q Queue, store storage.Store, st StateStore) *Service {
+// New returns a packager writing with w.
+func New(cfg Config, log *slog.Logger, q Queue, w *storage.Writer, st StateStore) *Service {
 	cfg.defaults()
-	return &Service{cfg: cfg, log: log, q: q, store: store, state: st, streams: make(map[string]*streamLock)}
+	return &Service{cfg: cfg, log: log, q: q, w: w, store: w.Store(), state: st, streams: make(map[string]*streamLock)}
 }
 
 // SetRecordings makes the packager register finished recordings (and expire them).
 func (s *Service) SetRecordings(r Recordings) { s.recs = r }
 
-// Stats are the packager's counters: segments listed, gaps listed, storage writes that failed
-// (and were retried).
-func (s *Service) Stats() (listed, gaps, putFailures int64) {
-	return s.listed.Load(), s.gaps.Load(), s.putFails.Load()
+// Stats are the packager's counters: segments listed and gaps listed.
+func (s *Service) Stats() (listed, gaps int64) {
+	return s.listed.Load(), s.gaps.Load()
 }
 
 // Run consumes finished chunks until ctx ends.
@@ -163,22 +160,10 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	// A storage outage can hold a job for long; tell JetStream it is alive, so only a dead
-	// packager's job is redelivered (its AckWait is short, 2.5 s, for a takeover within two
-	// segment durations).
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = job.InProgress()
-			}
-		}
-	}()
+	// packager's job is redelivered (its AckWait is short, for a takeover within two segment
+	// durations).
+	stop := job.KeepAlive()
+	defer stop()
 
 	l := s.lock(seg.StreamID)
 	l.mu.Lock()
@@ -201,27 +186,20 @@ func (s *Service) handle(ctx context.Context, job *queue.Job[queue.Segment]) {
 	}
 	if err := job.Ack(wctx); err != nil {
 		log.Warn("ack failed", "err", err)
-		return
-	}
-	for _, r := range seg.Renditions {
-		if !r.Failed {
-			for _, name := range []string{r.Init, r.Media} {
-				if name != "" {
-					_ = s.q.DeleteRendition(wctx, name)
-				}
-			}
-		}
 	}
 }
 
 var errPoison = errors.New("poison segment message")
 
-// accept uploads seg's segments, records it as ready, lists everything now in order, and saves
-// the state. It is idempotent: a redelivered message rewrites the same keys and lists nothing
-// twice.
+// accept takes a segment record: it writes the init segments it brings, adds it to its chunk's
+// pending entry, lists everything now ready in order, and saves the state. It is idempotent: a
+// redelivered record rewrites the same keys and lists nothing twice.
 func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment, log *slog.Logger) error {
 	if seg.StreamID == "" || seg.SessionID == "" {
 		return fmt.Errorf("%w: missing stream or session id", errPoison)
+	}
+	if seg.N < seg.Seq {
+		return fmt.Errorf("%w: segment number %d below the chunk's seq %d", errPoison, seg.N, seg.Seq)
 	}
 	st, err := s.load(ctx, l, seg.StreamID)
 	if err != nil {
@@ -230,10 +208,12 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 	switch {
 	case seg.SessionID < st.Session:
 		log.Info("segment of an earlier session arrived late; ignored")
-		return nil
+		if !st.retireUnlisted(seg) {
+			return nil
+		}
+		return s.save(ctx, st)
 	case seg.SessionID > st.Session:
-		s.startSession(st, seg.SessionID, log)
-		st.Record = seg.Record
+		s.startSession(st, seg, log)
 	}
 	if st.Ended && st.EndedByTimeout && seg.Seq >= st.NextSeq {
 		// Chunks came back after the session was ended for silence: it goes on, after a
@@ -242,27 +222,29 @@ func (s *Service) accept(ctx context.Context, l *streamLock, seg *queue.Segment,
 		st.Ended, st.EndedByTimeout, st.SessionStart = false, false, true
 	}
 	if seg.Seq < st.NextSeq || st.Ended {
-		// Already listed. If its playlists never made it to storage, this redelivery is the
-		// moment to retry them.
+		// Already listed (or its session over): what it brings that was not listed will never
+		// be. If its playlists never made it to storage, this redelivery is the moment to
+		// retry them.
+		retired := st.retireUnlisted(seg)
 		if st.Dirty {
 			return s.advance(ctx, st, log)
 		}
+		if retired {
+			return s.save(ctx, st)
+		}
 		return nil
 	}
-	n := st.Base + seg.Seq
 	st.LastActivity = time.Now().UTC()
-	maps, err := s.uploadSegments(ctx, st, seg, n)
-	if err != nil {
+	if err := s.writeInits(ctx, st, seg); err != nil {
 		return err
 	}
 	st.noteRenditions(seg)
-	p := pendingFrom(seg)
-	for name, uri := range maps {
-		si := p.Renditions[name]
-		si.Map = uri
-		p.Renditions[name] = si
+	p := st.Pending[seg.Seq]
+	if p == nil {
+		p = &pending{Seq: seg.Seq, Since: time.Now().UTC(), Renditions: map[string]segmentInfo{}}
+		st.Pending[seg.Seq] = p
 	}
-	st.Pending[seg.Seq] = p
+	p.merge(seg, st.Maps)
 	if st.WaitingSince.IsZero() {
 		st.WaitingSince = time.Now()
 	}
@@ -274,11 +256,11 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 	changed := false
 	for {
 		p, ok := st.Pending[st.NextSeq]
-		if !ok {
+		if !ok || !p.ready() {
 			break
 		}
 		delete(st.Pending, st.NextSeq)
-		if p.Last && !p.Gap && len(p.Renditions) == 0 {
+		if p.Last && !p.Forced && len(p.Renditions) == 0 && p.Error == "" {
 			// An empty last chunk only ends the session (it ended before a keyframe, or
 			// right after a cut): nothing to list.
 			st.NextSeq++
@@ -287,20 +269,23 @@ func (s *Service) advance(ctx context.Context, st *state, log *slog.Logger) erro
 			s.sessionEnded(ctx, st, log)
 			break
 		}
-		if st.NextSeq == 0 && !p.Gap {
+		if st.NextSeq == 0 && !p.gap() {
 			s.event(ctx, st, map[string]any{"milestone": "first", "n": st.Base, "playlist": "live/" + st.StreamID + "/master.m3u8"})
 		}
-		st.list(p, st.Base+st.NextSeq)
+		st.list(p)
 		if st.Record {
 			if err := s.record(ctx, st, st.Window[len(st.Window)-1]); err != nil {
 				return err
 			}
 		}
-		if p.Gap {
+		if p.gap() {
 			s.gaps.Add(1)
 			log.Warn("listing a gap", "seq", st.NextSeq, "reason", p.Error)
 		} else {
 			s.listed.Add(1)
+			if p.Error != "" {
+				log.Warn("listing a segment with gaps in some renditions", "seq", st.NextSeq, "reason", p.Error)
+			}
 		}
 		st.NextSeq++
 		changed = true
@@ -364,90 +349,56 @@ func (s *Service) event(ctx context.Context, st *state, data map[string]any) {
 	}
 }
 
-func (s *Service) startSession(st *state, session string, log *slog.Logger) {
+// startSession makes seg's session the stream's current one. Its segment numbers are the
+// ingest's (seg.N is its chunk's number); media sequence numbers carry on from the last one
+// listed, so they never go back even when the numbers skip (a session whose ingest died).
+func (s *Service) startSession(st *state, seg *queue.Segment, log *slog.Logger) {
 	if st.Session != "" && !st.Ended {
 		log.Info("new session replaces one that never ended", "previous_session", st.Session)
 	}
-	st.Session = session
-	st.Base = st.NextN
+	for _, p := range st.Pending {
+		st.retirePending(p) // written, never to be listed
+	}
+	st.Session = seg.SessionID
+	st.Base = seg.N - seg.Seq
+	st.MSNBase = st.NextMSN
 	st.NextSeq = 0
 	st.Ended = false
 	st.Pending = map[uint64]*pending{}
 	st.WaitingSince = time.Time{}
 	st.SessionStart = true
 	st.SessionStarted = time.Now().UTC()
+	st.Record = seg.Record
 	st.RecPages, st.RecBuf = 0, nil
 }
 
-// uploadSegments writes seg's init and media segments and returns each rendition's init name.
-func (s *Service) uploadSegments(ctx context.Context, st *state, seg *queue.Segment, n uint64) (map[string]string, error) {
-	maps := map[string]string{}
+// writeInits writes the init segments seg brings that the bucket does not have yet, under the
+// names the playlists give them (init.mp4, or init-N.mp4 for a changed one).
+func (s *Service) writeInits(ctx context.Context, st *state, seg *queue.Segment) error {
 	for _, r := range seg.Renditions {
 		if r.Failed {
 			continue
 		}
-		init, err := s.renditionBytes(ctx, r.Name, "init", r.Init, r.InitData)
-		if err != nil {
-			return nil, err
+		if len(r.Init) == 0 {
+			return fmt.Errorf("%w: rendition %s has no init segment", errPoison, r.Name)
 		}
-		media, err := s.renditionBytes(ctx, r.Name, "media", r.Media, r.MediaData)
-		if err != nil {
-			return nil, err
-		}
-		mapURI := st.mapFor(r.Name, init, n)
-		// An init segment is the same for a whole session: write it once, not per chunk.
+		uri := st.mapFor(r.Name, r.Init, seg.N)
+		// An init segment is the same for a whole session: written once, not per chunk.
 		if m := st.Maps[r.Name]; !m.Stored {
-			if err := s.put(ctx, st.key(r.Name, mapURI), init, true); err != nil {
-				return nil, err
+			if err := s.put(ctx, st.key(r.Name, uri), r.Init, true); err != nil {
+				return err
 			}
 			m.Stored = true
 			st.Maps[r.Name] = m
 		}
-		if err := s.put(ctx, st.key(r.Name, segmentName(n)), media, true); err != nil {
-			return nil, err
-		}
-		maps[r.Name] = mapURI
 	}
-	return maps, nil
-}
-
-// renditionBytes is an init or media segment: fetched when the message names its object,
-// otherwise the bytes the message carries.
-func (s *Service) renditionBytes(ctx context.Context, rendition, what, object string, inline []byte) ([]byte, error) {
-	if object != "" {
-		return s.q.RenditionBytes(ctx, object)
-	}
-	if len(inline) == 0 {
-		return nil, fmt.Errorf("%w: rendition %s has no %s segment", errPoison, rendition, what)
-	}
-	return inline, nil
+	return nil
 }
 
 // put writes one object, retrying with backoff: a storage outage delays the stream but loses
 // and reorders nothing, because nothing later is listed until this succeeds.
 func (s *Service) put(ctx context.Context, key string, data []byte, live bool) error {
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := s.store.Put(pctx, key, data, storage.HeadersFor(key, live))
-		cancel()
-		if err == nil {
-			return nil
-		}
-		s.putFails.Add(1)
-		if ctx.Err() != nil || attempt >= 8 {
-			return err
-		}
-		s.log.Warn("storage write failed; retrying", "key", key, "attempt", attempt, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	return s.w.Put(ctx, key, data, live)
 }
 
 // load returns the stream's state, current with the state store: several packagers share the
@@ -474,6 +425,7 @@ func (s *Service) load(ctx context.Context, l *streamLock, streamID string) (*st
 	if st.Pending == nil {
 		st.Pending = map[uint64]*pending{}
 	}
+	st.migrate()
 	st.rev = rev
 	l.st = st
 	return st, nil
@@ -535,8 +487,7 @@ func (s *Service) tend(ctx context.Context, id string) {
 	if len(st.Retired) > 0 && s.sweep(ctx, st) {
 		changed = true
 	}
-	if len(st.Pending) > 0 && !st.WaitingSince.IsZero() && time.Since(st.WaitingSince) > s.cfg.GapTimeout {
-		st.Pending[st.NextSeq] = st.gapFor(st.NextSeq)
+	if len(st.Pending) > 0 && st.forceOverdue(time.Now(), s.cfg.GapTimeout) {
 		changed = true
 	}
 	if st.Session != "" && !st.Ended && len(st.Pending) == 0 && !st.LastActivity.IsZero() &&

@@ -28,8 +28,8 @@ func TestInOrderChunksAreListed(t *testing.T) {
 		h.mustAccept(s.seg(seq))
 		h.wantListing("st1", seqs(0, seq), nil)
 
-		// One accept writes the chunk's segments, then the media playlists, then the
-		// multivariant playlist (other manifests, like DASH's, may follow it).
+		// The packager writes the init segments the records bring, then the media playlists,
+		// then the multivariant playlist (other manifests, like DASH's, may follow it).
 		puts := h.store.since(mark)
 		firstManifest := slices.IndexFunc(puts, func(p putRecord) bool { return isManifest(p.key) })
 		if firstManifest < 0 {
@@ -50,18 +50,23 @@ func TestInOrderChunksAreListed(t *testing.T) {
 		if seq == 0 && master == len(puts) {
 			t.Errorf("seq %d: multivariant playlist not written", seq)
 		}
-		// Segments are written once per accept: the chunk's media segment per rendition, and
-		// each rendition's init segment once, with the session's first chunk.
-		want := len(ladderSpecs)
+		// The packager writes no media segment (the writers did): only each rendition's init
+		// segment, once, with the session's first chunk.
+		want := 0
 		if seq == 0 {
-			want = 2 * len(ladderSpecs)
+			want = len(ladderSpecs)
 		}
 		if n := firstManifest; n != want {
 			t.Errorf("seq %d: %d segment writes, want %d", seq, n, want)
 		}
+		for _, p := range puts[:firstManifest] {
+			if !strings.HasSuffix(p.key, "/init.mp4") {
+				t.Errorf("seq %d: the packager wrote %s", seq, p.key)
+			}
+		}
 	}
 
-	// Every object holds exactly the transcoder's bytes.
+	// Init segments hold the records' bytes, media segments the writers'.
 	for _, sp := range ladderSpecs {
 		if got := h.get("live/st1/" + sp.name + "/init.mp4"); !bytes.Equal(got, s.initBytes(sp.name)) {
 			t.Errorf("%s/init.mp4 = %q, want %q", sp.name, got, s.initBytes(sp.name))
@@ -142,8 +147,8 @@ func TestInOrderChunksAreListed(t *testing.T) {
 		t.Errorf("source BANDWIDTH %d, want %d", v.bandwidth, wantSource)
 	}
 
-	if listed, gaps, fails := h.svc.Stats(); listed != 4 || gaps != 0 || fails != 0 {
-		t.Errorf("stats: listed %d gaps %d put failures %d, want 4 0 0", listed, gaps, fails)
+	if listed, gaps := h.svc.Stats(); listed != 4 || gaps != 0 || h.svc.w.Failures() != 0 {
+		t.Errorf("stats: listed %d gaps %d put failures %d, want 4 0 0", listed, gaps, h.svc.w.Failures())
 	}
 	// The state is saved, so a restart continues from here.
 	b, _, err := h.state.Get(context.Background(), "packager.st1")
@@ -152,11 +157,12 @@ func TestInOrderChunksAreListed(t *testing.T) {
 	}
 	var saved struct {
 		NextN   uint64 `json:"next_n"`
+		NextMSN uint64 `json:"next_msn"`
 		NextSeq uint64 `json:"next_seq"`
 		Session string `json:"session"`
 	}
-	if err := json.Unmarshal(b, &saved); err != nil || saved.NextN != 4 || saved.NextSeq != 4 || saved.Session != sessA {
-		t.Errorf("saved state %+v (%v), want next_n 4, next_seq 4, session %s", saved, err, sessA)
+	if err := json.Unmarshal(b, &saved); err != nil || saved.NextN != 4 || saved.NextMSN != 4 || saved.NextSeq != 4 || saved.Session != sessA {
+		t.Errorf("saved state %+v (%v), want next_n 4, next_msn 4, next_seq 4, session %s", saved, err, sessA)
 	}
 }
 
@@ -209,50 +215,56 @@ func TestGapDeadlineStartsWhenAChunkIsMissing(t *testing.T) {
 	})
 }
 
-// Whatever order chunks arrive in, and however often they are redelivered, each playlist lists
-// the longest complete run from 0, each chunk once.
+// Whatever order the records arrive in (each chunk's ingest and transcoder records among the
+// other chunks'), and however often they are redelivered, each playlist lists the longest
+// complete run from 0, each chunk once.
 func TestRandomArrivalOrderAndRedelivery(t *testing.T) {
 	t.Parallel()
 	const chunks = 8
 	rng := rand.New(rand.NewPCG(7, 11))
 	for trial := range 6 {
-		order := rng.Perm(chunks)
-		// Redeliver a few chunks again later.
-		for range 3 {
-			order = slices.Insert(order, rng.IntN(len(order)+1), rng.IntN(chunks))
+		order := rng.Perm(2 * chunks) // record r is chunk r/2's, the ingest's when r is even
+		// Redeliver a few records again later.
+		for range 4 {
+			order = slices.Insert(order, rng.IntN(len(order)+1), rng.IntN(2*chunks))
 		}
 		t.Run(fmt.Sprint(order), func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, Config{Window: chunks})
 			s := h.session("st1", sessA)
 			done := map[int]bool{}
-			for _, seq := range order {
-				seg := s.seg(uint64(seq))
+			for _, r := range order {
+				seq := uint64(r / 2)
+				var mods []func(*queue.Segment)
 				if seq == chunks-1 {
-					last(&seg)
+					mods = append(mods, last)
 				}
-				h.mustAccept(seg)
-				done[seq] = true
+				c := s.ingest(seq, mods...)
+				if r%2 == 1 {
+					c = s.transcoder(seq, mods...)
+				}
+				h.mustAccept(c)
+				done[r] = true
 				run := 0
-				for done[run] {
+				for done[2*run] && done[2*run+1] {
 					run++
 				}
 				if run == 0 {
 					if b := h.get("live/st1/source/index.m3u8"); b != nil {
-						t.Fatalf("after %v: playlist exists before chunk 0:\n%s", order, b)
+						t.Fatalf("after %v: playlist exists before chunk 0 is complete:\n%s", order, b)
 					}
 					continue
 				}
 				pl := h.media("st1", "source")
 				if want := seqs(0, uint64(run-1)); fmt.Sprint(pl.uris()) != fmt.Sprint(uriList(want)) {
-					t.Fatalf("trial %d: after chunk %d: lists %v, want %v", trial, seq, pl.uris(), uriList(want))
+					t.Fatalf("trial %d: after record %d: lists %v, want %v", trial, r, pl.uris(), uriList(want))
 				}
 				if pl.ended != (run == chunks) {
 					t.Fatalf("ended %v with %d of %d chunks listed", pl.ended, run, chunks)
 				}
 			}
 			h.wantListing("st1", seqs(0, chunks-1), nil)
-			if listed, _, _ := h.svc.Stats(); listed != chunks {
+			if listed, _ := h.svc.Stats(); listed != chunks {
 				t.Errorf("listed %d, want %d", listed, chunks)
 			}
 		})
@@ -284,17 +296,15 @@ func TestRedeliveredChunkIsListedOnce(t *testing.T) {
 	h.wantListing("st1", seqs(0, 1), nil)
 	h.mustAccept(s.seg(2), s.seg(2), s.seg(3))
 	h.wantListing("st1", seqs(0, 3), nil)
-	if listed, _, _ := h.svc.Stats(); listed != 4 {
+	if listed, _ := h.svc.Stats(); listed != 4 {
 		t.Errorf("listed %d, want 4", listed)
 	}
-	// A redelivery after the transcoder's objects were cleaned up (the first delivery was acked)
-	// does not need them.
-	seg := s.seg(0)
-	for _, r := range seg.Renditions {
-		h.q.remove(r.Init)
-		h.q.remove(r.Media)
-	}
-	h.mustAccept(seg)
+	// Redeliveries of listed chunks retire nothing: their segments are listed.
+	h.withState("st1", func(st *state) {
+		if len(st.Retired) != 0 {
+			t.Errorf("retired %+v", st.Retired)
+		}
+	})
 }
 
 func TestSlidingWindow(t *testing.T) {
@@ -350,7 +360,7 @@ func TestLastChunkEndsThePlaylists(t *testing.T) {
 				}
 			}
 		}
-		puts := h.store.all()
+		puts := h.store.puts()
 		if lastMaster := puts[len(puts)-1]; lastMaster.opts != storage.HeadersFor(lastMaster.key, false) {
 			t.Errorf("final %s headers %+v, want the finished-session ones", lastMaster.key, lastMaster.opts)
 		}
@@ -394,7 +404,7 @@ func TestFailedChunkIsListedAsGap(t *testing.T) {
 			t.Errorf("%s/1.m4s written for a failed chunk", name)
 		}
 	}
-	if listed, gaps, _ := h.svc.Stats(); listed != 2 || gaps != 1 {
+	if listed, gaps := h.svc.Stats(); listed != 2 || gaps != 1 {
 		t.Errorf("listed %d gaps %d, want 2 and 1", listed, gaps)
 	}
 }
@@ -452,7 +462,7 @@ func TestMissingChunkBecomesGapAfterTimeout(t *testing.T) {
 	if g.dur <= 0 {
 		t.Errorf("gap EXTINF %.3f", g.dur)
 	}
-	if _, gaps, _ := h.svc.Stats(); gaps != 1 {
+	if _, gaps := h.svc.Stats(); gaps != 1 {
 		t.Errorf("gaps %d, want 1", gaps)
 	}
 
@@ -497,9 +507,9 @@ func TestNewSessionContinuesNumbering(t *testing.T) {
 		t.Error("3.m4s does not hold the new session's first chunk")
 	}
 
-	// The old session's stragglers are ignored now.
+	// The old session's stragglers (redeliveries of its listed chunks) are ignored now.
 	mark := h.store.mark()
-	h.mustAccept(a.seg(3), a.seg(2), a.seg(5, last))
+	h.mustAccept(a.seg(2), a.seg(1), a.seg(0))
 	if puts := h.store.since(mark); len(puts) != 0 {
 		t.Errorf("an older session's messages wrote %d objects, first %s", len(puts), puts[0].key)
 	}
@@ -527,16 +537,25 @@ func TestNewSessionDropsTheOldSessionsWaitingChunks(t *testing.T) {
 	h := newHarness(t, Config{Window: 10})
 	a := h.session("st1", sessA)
 	h.mustAccept(a.seg(0), a.seg(2)) // 2 waits for 1
+	// The new session's numbers come after the old one's: 2 was written.
 	b := h.session("st1", sessB)
 	h.mustAccept(b.seg(0), b.seg(1))
-	h.wantListing("st1", seqs(0, 2), nil)
+	h.wantListing("st1", []uint64{0, 3, 4}, nil)
+	if pl := h.media("st1", "source"); pl.mediaSeq != 0 {
+		t.Errorf("media sequence %d, want 0:\n%s", pl.mediaSeq, pl.raw)
+	}
 	// The old session's 1 turns up: too late.
 	h.mustAccept(a.seg(1))
-	h.wantListing("st1", seqs(0, 2), nil)
-	// Segment 2 is the new session's chunk 1, not the old session's unlisted chunk 2.
-	if got := h.get("live/st1/source/2.m4s"); !bytes.Equal(got, b.mediaBytes("source", 1)) {
-		t.Error("2.m4s does not hold the new session's chunk 1")
+	h.wantListing("st1", []uint64{0, 3, 4}, nil)
+	if got := h.get("live/st1/source/3.m4s"); !bytes.Equal(got, b.mediaBytes("source", 0)) {
+		t.Error("3.m4s does not hold the new session's chunk 0")
 	}
+	// The old session's 1 and 2 will never be listed: their segments go after the grace.
+	h.withState("st1", func(st *state) {
+		if got := retiredSet(st); fmt.Sprint(got) != "map[1:[360p 480p audio source] 2:[360p 480p audio source]]" {
+			t.Errorf("retired %v, want every rendition of 1 and 2", got)
+		}
+	})
 }
 
 func TestDiscontinuitySequenceCountsDiscontinuitiesThatLeft(t *testing.T) {
@@ -576,16 +595,18 @@ func TestRestartContinuesFromSavedState(t *testing.T) {
 	}
 
 	h.restart()
-	b := h.session("st1", sessB)
+	// The old session's ingest died holding 7: the new session starts at 8.
+	b := h.sessionAt("st1", sessB, 8)
 	h.mustAccept(b.seg(0))
-	h.wantListing("st1", seqs(5, 7), nil)
-	if seg, _ := h.media("st1", "source").seg("7.m4s"); !seg.disc {
-		t.Error("no discontinuity for the session that started after a restart")
+	h.wantListing("st1", []uint64{5, 6, 8}, nil)
+	pl := h.media("st1", "source")
+	if seg, _ := pl.seg("8.m4s"); !seg.disc || pl.mediaSeq != 5 {
+		t.Errorf("want media sequence 5 and a discontinuity for the session that started after a restart:\n%s", pl.raw)
 	}
 	// A message of the old session after the restart is still ignored.
 	h.restart()
 	h.mustAccept(a.seg(7, last))
-	h.wantListing("st1", seqs(5, 7), nil)
+	h.wantListing("st1", []uint64{5, 6, 8}, nil)
 }
 
 func TestRestartAfterStateSaveFailed(t *testing.T) {
@@ -690,7 +711,8 @@ func TestStorageFailuresAreRetried(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{Window: 10})
 	s := h.session("st1", sessA)
-	// The first two writes fail, then the second chunk's source playlist fails once.
+	// The first two writes (the source's init segment) fail, then the first chunk's source
+	// playlist fails once.
 	failedPlaylist := false
 	h.store.setFail(func(key string, attempt int) error {
 		if attempt <= 2 {
@@ -704,14 +726,12 @@ func TestStorageFailuresAreRetried(t *testing.T) {
 	})
 	h.mustAccept(s.seg(0), s.seg(1))
 	h.wantListing("st1", seqs(0, 1), nil)
-	if _, _, fails := h.svc.Stats(); fails != 3 {
+	if fails := h.svc.w.Failures(); fails != 3 {
 		t.Errorf("put failures %d, want 3", fails)
 	}
 	for _, sp := range ladderSpecs {
-		for seq := uint64(0); seq < 2; seq++ {
-			if !bytes.Equal(h.get(fmt.Sprintf("live/st1/%s/%d.m4s", sp.name, seq)), s.mediaBytes(sp.name, seq)) {
-				t.Errorf("%s %d lost", sp.name, seq)
-			}
+		if got := h.get("live/st1/" + sp.name + "/init.mp4"); !bytes.Equal(got, s.initBytes(sp.name)) {
+			t.Errorf("%s init.mp4 = %q, want %q", sp.name, got, s.initBytes(sp.name))
 		}
 	}
 }
@@ -733,7 +753,7 @@ func TestStorageDownFailsTheJobAndListsNothing(t *testing.T) {
 	if b := h.get("live/st1/source/index.m3u8"); b != nil {
 		t.Errorf("playlist written:\n%s", b)
 	}
-	if listed, _, _ := h.svc.Stats(); listed != 0 {
+	if listed, _ := h.svc.Stats(); listed != 0 {
 		t.Errorf("listed %d with storage down", listed)
 	}
 	// The redelivered job succeeds once storage is back.
@@ -772,18 +792,18 @@ func TestPlaylistWriteFailureIsRepublishedOnRedelivery(t *testing.T) {
 func TestUndecodableOrIncompleteMessages(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{Window: 10})
-	for _, seg := range []queue.Segment{{StreamID: "st1", Seq: 0}, {SessionID: sessA, Seq: 0}} {
-		if err := h.accept(seg); !errors.Is(err, errPoison) {
+	for _, seg := range []queue.Segment{{StreamID: "st1", Seq: 0}, {SessionID: sessA, Seq: 0},
+		{StreamID: "st1", SessionID: sessA, Seq: 3, N: 2}} { // a number below the chunk's seq
+		if err := h.accept(chunk{seg}); !errors.Is(err, errPoison) {
 			t.Errorf("%+v: err %v, want errPoison", seg, err)
 		}
 	}
-	// Rendition objects that are gone: retried, not listed, not poison.
+	// A rendition without its init segment: poison, not listed.
 	s := h.session("st1", sessA)
-	seg := s.seg(0)
-	h.q.remove(seg.Renditions[1].Media)
-	err := h.accept(seg)
-	if err == nil || errors.Is(err, errPoison) || !errors.Is(err, queue.ErrNotFound) {
-		t.Errorf("missing rendition object: err %v, want a retryable ErrNotFound", err)
+	c := s.seg(0)
+	c[0].Renditions[1].Init = nil
+	if err := h.accept(c); !errors.Is(err, errPoison) || !strings.Contains(err.Error(), "init") {
+		t.Errorf("rendition without init bytes: err %v, want errPoison", err)
 	}
 	if b := h.get("live/st1/source/index.m3u8"); b != nil {
 		t.Errorf("listed without its audio:\n%s", b)
@@ -875,43 +895,34 @@ func TestBacklogStaysListed(t *testing.T) {
 	h2.wantListing("st1", seqs(5, 7), nil)
 }
 
-// Init segments and audio that come in the message are written as the ones fetched from
-// objects are: inits once per session and rendition, under the names the playlists give them.
-// A rendition with neither an object nor bytes is poison.
-func TestSegmentsInTheMessage(t *testing.T) {
+// The records carry each rendition's init segment: the packager writes it once per session
+// and rendition (again only when it changes), under the name the playlists give it.
+func TestInitSegmentsFromTheRecords(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{Window: 4})
 	s := h.session("st1", sessA)
-	s.inline = true
 	h.mustAccept(s.seg(0), s.seg(1), s.seg(2))
 	h.wantListing("st1", seqs(0, 2), nil)
+	writes := map[string]int{}
+	for _, p := range h.store.puts() {
+		if strings.HasSuffix(p.key, ".mp4") {
+			writes[p.key]++
+		}
+	}
 	for _, sp := range s.specs {
 		pl := h.media("st1", sp.name)
 		if pl.topMap != "init.mp4" {
 			t.Errorf("%s: map %q, want init.mp4", sp.name, pl.topMap)
 		}
-		if got := h.get("live/st1/" + sp.name + "/init.mp4"); !bytes.Equal(got, s.initBytes(sp.name)) {
-			t.Errorf("%s init.mp4 = %q, want %q", sp.name, got, s.initBytes(sp.name))
+		key := "live/st1/" + sp.name + "/init.mp4"
+		if got := h.get(key); !bytes.Equal(got, s.initBytes(sp.name)) {
+			t.Errorf("%s = %q, want %q", key, got, s.initBytes(sp.name))
 		}
-		if got := h.get("live/st1/" + sp.name + "/1.m4s"); !bytes.Equal(got, s.mediaBytes(sp.name, 1)) {
-			t.Errorf("%s 1.m4s = %q, want %q", sp.name, got, s.mediaBytes(sp.name, 1))
+		if writes[key] != 1 {
+			t.Errorf("%s written %d times, want once", key, writes[key])
 		}
 	}
-	for _, what := range []string{"init", "media"} {
-		seg := s.seg(3)
-		var r *queue.Rendition
-		for i := range seg.Renditions {
-			if seg.Renditions[i].Kind == "audio" {
-				r = &seg.Renditions[i]
-			}
-		}
-		if what == "init" {
-			r.InitData = nil
-		} else {
-			r.MediaData = nil
-		}
-		if err := h.accept(seg); !errors.Is(err, errPoison) || !strings.Contains(err.Error(), what) {
-			t.Errorf("%s %s neither named nor carried: err %v, want errPoison", r.Name, what, err)
-		}
+	if len(writes) != len(s.specs) {
+		t.Errorf("init writes %v, want one per rendition", writes)
 	}
 }

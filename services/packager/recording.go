@@ -7,16 +7,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"syscall"
 	"time"
 
+	"github.com/gopcast/gopcast/pkg/ffmpeg"
 	"github.com/gopcast/gopcast/pkg/media/hls"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/segment"
 	"github.com/gopcast/gopcast/pkg/storage"
 	"github.com/gopcast/gopcast/pkg/streams"
 )
@@ -191,7 +191,7 @@ func vodPlaylist(streamID, name string, entries []entry) ([]byte, error) {
 	curMap := ""
 	for i, e := range entries {
 		si, ok := e.Renditions[name]
-		seg := hls.Segment{URI: rel + segmentName(e.N), Duration: e.Duration}
+		seg := hls.Segment{URI: rel + segment.Name(e.N), Duration: e.Duration}
 		if ok && !si.Failed && !e.Gap {
 			if si.Duration > 0 {
 				seg.Duration = si.Duration
@@ -251,11 +251,8 @@ func (s *Service) buildMP4(ctx context.Context, j *recordingJob, entries []entry
 		args = append(args, "-map", "1:a:0")
 	}
 	args = append(args, "-c", "copy", "-movflags", "+faststart", out)
-	cmd := exec.CommandContext(ctx, s.cfg.FFmpeg, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 5 * time.Second
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("ffmpeg: %w: %s", err, tail(b, 2000))
+	if err := ffmpeg.Run(ctx, s.cfg.FFmpeg, args); err != nil {
+		return 0, err
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
@@ -298,7 +295,7 @@ func (s *Service) concatRendition(ctx context.Context, streamID, rendition strin
 			}
 			curMap = m
 		}
-		b, err := s.store.Get(ctx, path.Join("live", streamID, rendition, segmentName(e.N)))
+		b, err := s.store.Get(ctx, path.Join("live", streamID, rendition, segment.Name(e.N)))
 		if err != nil {
 			return err
 		}
@@ -319,17 +316,11 @@ func bestVideo(r map[string]rendInfo) string {
 	return best
 }
 
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
 // retire schedules the media segments of an entry that left the live window for deletion
-// after the grace period, unless the session is being recorded.
+// after the grace period, unless its session is recorded (the entry says so; one saved by an
+// earlier release is judged by the current session's flag).
 func (st *state) retire(e entry) {
-	if st.Record {
+	if e.Recorded || (e.Session == st.Session && st.Record) {
 		return
 	}
 	names := make([]string, 0, len(e.Renditions))
@@ -339,6 +330,52 @@ func (st *state) retire(e entry) {
 		}
 	}
 	st.Retired = append(st.Retired, retired{N: e.N, Renditions: names, At: time.Now().UTC()})
+}
+
+// retireUnlisted schedules for deletion the segments of a record that came too late to be
+// listed: its session was replaced, its chunk was listed without it (after the gap timeout), or
+// its session had ended. They are in the bucket and no playlist will name them. Renditions the
+// window lists under the record's number are left to leave the window as usual: the record is
+// a redelivery. A recorded session's segments are kept (its recording's retention deletes
+// them). It reports whether it retired anything.
+func (st *state) retireUnlisted(seg *queue.Segment) bool {
+	if seg.Record {
+		return false
+	}
+	var listed map[string]segmentInfo
+	for _, e := range st.Window {
+		if e.N == seg.N {
+			listed = e.Renditions
+		}
+	}
+	var names []string
+	for _, r := range seg.Renditions {
+		if si, ok := listed[r.Name]; r.Failed || (ok && !si.Failed) {
+			continue
+		}
+		names = append(names, r.Name)
+	}
+	if len(names) == 0 {
+		return false
+	}
+	st.Retired = append(st.Retired, retired{N: seg.N, Renditions: names, At: time.Now().UTC()})
+	return true
+}
+
+// retirePending does the same for a chunk left pending when its session was replaced.
+func (st *state) retirePending(p *pending) {
+	if st.Record {
+		return
+	}
+	var names []string
+	for n, si := range p.Renditions {
+		if !si.Failed {
+			names = append(names, n)
+		}
+	}
+	if len(names) > 0 {
+		st.Retired = append(st.Retired, retired{N: p.N, Renditions: names, At: time.Now().UTC()})
+	}
 }
 
 type retired struct {
@@ -356,7 +393,7 @@ func (s *Service) sweep(ctx context.Context, st *state) bool {
 			break
 		}
 		for _, name := range r.Renditions {
-			key := st.key(name, segmentName(r.N))
+			key := st.key(name, segment.Name(r.N))
 			if err := s.store.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				s.log.Warn("deleting an expired segment failed; will retry", "key", key, "err", err)
 				goto done
@@ -413,7 +450,7 @@ func (s *Service) deleteRecording(ctx context.Context, r *streams.Recording) err
 	}
 	for n := r.FirstN; n <= r.LastN; n++ {
 		for _, name := range r.Renditions {
-			key := path.Join("live", r.StreamID, name, segmentName(n))
+			key := path.Join("live", r.StreamID, name, segment.Name(n))
 			if err := s.store.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}

@@ -6,13 +6,16 @@ import (
 	"encoding/hex"
 	"math"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gopcast/gopcast/pkg/media"
 	"github.com/gopcast/gopcast/pkg/media/hls"
 	"github.com/gopcast/gopcast/pkg/queue"
+	"github.com/gopcast/gopcast/pkg/segment"
 )
 
 // state is one stream's packaging state. It is saved after every change, so numbering survives
@@ -21,12 +24,18 @@ type state struct {
 	// rev is the state store revision this state was loaded at (0: not stored yet).
 	rev      uint64
 	StreamID string `json:"stream_id"`
-	// NextN is the next unused segment number of the stream; numbers run on across sessions so
-	// a live URL keeps working when a publisher reconnects.
+	// NextN is past the highest segment number listed. Numbers are the ingest's (a chunk's
+	// record says its number): they run on across sessions, so a live URL keeps working when a
+	// publisher reconnects.
 	NextN   uint64 `json:"next_n"`
 	Session string `json:"session"`
 	Base    uint64 `json:"base"`     // segment number of the session's seq 0
 	NextSeq uint64 `json:"next_seq"` // the session's next seq to list
+	// NextMSN is the next media sequence number (EXT-X-MEDIA-SEQUENCE counts entries, one
+	// by one); MSNBase is the session's seq 0's. Media sequence numbers equal segment numbers
+	// unless a session's ingest died and left numbers unused.
+	NextMSN uint64 `json:"next_msn"`
+	MSNBase uint64 `json:"msn_base"`
 	Ended   bool   `json:"ended"`
 	// EndedByTimeout marks a session ended for silence rather than by its last chunk.
 	EndedByTimeout bool                `json:"ended_by_timeout,omitempty"`
@@ -60,6 +69,12 @@ type state struct {
 	AST           time.Time                `json:"ast"`
 	Timing        map[string]sessionTiming `json:"timing,omitempty"`
 	LastPeriodEnd time.Duration            `json:"last_period_end"`
+	// DashOpened is the session whose first DASH Period has been named (after the session);
+	// its later Periods are named after their first segment.
+	DashOpened string `json:"dash_opened,omitempty"`
+	// PeriodPTO is the media time (90 kHz) each DASH Period in the window starts at: its first
+	// segment's, fixed for the life of the Period as a live MPD requires.
+	PeriodPTO map[string]int64 `json:"period_pto,omitempty"`
 }
 
 type mapInfo struct {
@@ -83,15 +98,94 @@ type rendInfo struct {
 	FirstSeen  uint64  `json:"first_seen"`
 }
 
-// pending is a finished chunk waiting for its turn to be listed.
+// pending is a chunk whose records are coming in, waiting for its turn to be listed. It is
+// ready once the ingest's record is in and, when the session has rungs, a transcoder's; or once
+// it waited too long (Forced: it is listed with what it has, the rest as gaps).
 type pending struct {
 	Seq        uint64                 `json:"seq"`
+	N          uint64                 `json:"n"`
 	Start      int64                  `json:"start"`
 	Duration   int64                  `json:"duration"`
 	Last       bool                   `json:"last,omitempty"`
-	Gap        bool                   `json:"gap,omitempty"`
+	Gap        bool                   `json:"gap,omitempty"` // the chunk never came
 	Error      string                 `json:"error,omitempty"`
 	Renditions map[string]segmentInfo `json:"renditions"`
+	Ingest     bool                   `json:"ingest,omitempty"`
+	Rungs      bool                   `json:"rungs,omitempty"` // a transcoder's record is due
+	Transcoder bool                   `json:"transcoder,omitempty"`
+	Forced     bool                   `json:"forced,omitempty"`
+	// Since is when the chunk's first record came: a chunk still incomplete GapTimeout later is
+	// listed with what came, however long the chunks before it took.
+	Since time.Time `json:"since"`
+}
+
+// merge adds a record's renditions; maps are the renditions' current init segments.
+func (p *pending) merge(seg *queue.Segment, maps map[string]mapInfo) {
+	switch seg.From {
+	case queue.FromTranscoder:
+		p.Transcoder = true
+	case queue.FromIngest:
+		p.Ingest, p.Rungs = true, seg.Encoding
+	default: // a record of a release before records were split: the whole chunk
+		p.Ingest, p.Transcoder = true, true
+	}
+	if seg.From != queue.FromTranscoder || p.Duration == 0 {
+		p.Start, p.Duration = seg.Start, seg.Duration
+	}
+	p.N, p.Last = seg.N, p.Last || seg.Last
+	if seg.Failed {
+		p.addError(seg.From + ": " + seg.Error)
+	}
+	for _, r := range seg.Renditions {
+		ts := r.Timescale
+		if ts == 0 {
+			ts = media.Timescale
+		}
+		si := segmentInfo{Duration: float64(r.Duration) / float64(ts), Bytes: r.Bytes, Failed: r.Failed, T: r.Start, D: r.Duration, TS: ts}
+		if r.Failed {
+			p.addError(r.Name + ": " + r.Error)
+		} else {
+			si.Map = maps[r.Name].URI
+		}
+		p.Renditions[r.Name] = si
+	}
+}
+
+func (p *pending) addError(e string) {
+	switch {
+	case p.Error == "":
+		p.Error = e
+	case !slices.Contains(strings.Split(p.Error, "; "), e): // a redelivered record says it again
+		p.Error += "; " + e
+	}
+}
+
+// force makes the chunk ready with what came: the renditions of a record that never came are
+// listed as gaps.
+func (p *pending) force() {
+	p.Forced = true
+	if !p.Ingest {
+		p.addError("the ingest's record never came")
+	} else if p.Rungs && !p.Transcoder {
+		p.addError("the transcoders' record never came")
+	}
+}
+
+func (p *pending) ready() bool {
+	return p.Forced || p.Gap || (p.Ingest && (!p.Rungs || p.Transcoder))
+}
+
+// gap reports whether nothing of the chunk can be listed.
+func (p *pending) gap() bool {
+	if p.Gap {
+		return true
+	}
+	for _, si := range p.Renditions {
+		if !si.Failed {
+			return false
+		}
+	}
+	return true
 }
 
 type segmentInfo struct {
@@ -108,13 +202,21 @@ type segmentInfo struct {
 
 // entry is one listed segment number.
 type entry struct {
-	N             uint64                 `json:"n"`
+	N             uint64                 `json:"n"`   // segment number: the file is {N}.m4s
+	MSN           uint64                 `json:"msn"` // media sequence number
 	Session       string                 `json:"session,omitempty"`
 	Listed        time.Time              `json:"listed"`
 	Duration      float64                `json:"duration"` // seconds, the chunk's
 	Discontinuity bool                   `json:"disc,omitempty"`
 	Gap           bool                   `json:"gap,omitempty"`
 	Renditions    map[string]segmentInfo `json:"renditions"`
+	// Recorded marks an entry of a recorded session: its segments belong to the recording and
+	// are not deleted when it leaves the window, whatever session is current by then.
+	Recorded bool `json:"recorded,omitempty"`
+	// Period is the id of the DASH Period the entry is in, fixed when it is listed so that a
+	// Period keeps its id while the window slides (empty for gaps, and in states saved by an
+	// earlier release until load assigns it).
+	Period string `json:"period,omitempty"`
 }
 
 func newState(streamID string, target time.Duration) *state {
@@ -127,22 +229,70 @@ func newState(streamID string, target time.Duration) *state {
 	}
 }
 
-func pendingFrom(seg *queue.Segment) *pending {
-	p := &pending{Seq: seg.Seq, Start: seg.Start, Duration: seg.Duration, Last: seg.Last, Gap: seg.Failed,
-		Error: seg.Error, Renditions: map[string]segmentInfo{}}
-	for _, r := range seg.Renditions {
-		ts := r.Timescale
-		if ts == 0 {
-			ts = media.Timescale
+// migrate brings a state saved by an earlier release up to date.
+func (st *state) migrate() {
+	if st.NextMSN == 0 && st.NextN > 0 {
+		// Saved before media sequence numbers had their own count: they were the numbers.
+		st.NextMSN, st.MSNBase = st.NextN, st.Base
+		for i := range st.Window {
+			st.Window[i].MSN = st.Window[i].N
 		}
-		p.Renditions[r.Name] = segmentInfo{Duration: float64(r.Duration) / float64(ts), Bytes: r.Bytes, Failed: r.Failed,
-			T: r.Start, D: r.Duration, TS: ts}
 	}
-	return p
+	for _, p := range st.Pending {
+		if !p.Ingest && !p.Transcoder {
+			// A chunk that release had whole (its segments written, or a gap), numbered from
+			// the session's base: records did not say their number then.
+			p.N = st.Base + p.Seq
+			p.Ingest, p.Transcoder = true, true
+		}
+	}
+	for i := range st.Window {
+		if e := &st.Window[i]; e.Period == "" && !e.Gap {
+			var prev *entry
+			if i > 0 {
+				prev = &st.Window[i-1]
+			}
+			st.assignPeriod(e, prev)
+		}
+	}
+}
+
+// forceOverdue makes the chunks that waited too long ready to be listed with what came: the
+// next one once the stream has waited timeout for it (an entirely missing chunk becomes a gap,
+// one per timeout), and every one, in order, up to the last whose first record came more than
+// timeout ago (with any missing before it as gaps). A transcoder outage thus costs a stall of
+// one timeout, not one per chunk: the transcoders skip chunks that old, so their records never
+// come. It reports whether it changed anything.
+func (st *state) forceOverdue(now time.Time, timeout time.Duration) bool {
+	stalled := !st.WaitingSince.IsZero() && now.Sub(st.WaitingSince) > timeout
+	var upTo uint64
+	overdue := false
+	for seq, p := range st.Pending {
+		if !p.Since.IsZero() && now.Sub(p.Since) > timeout && (!overdue || seq > upTo) {
+			upTo, overdue = seq, true
+		}
+	}
+	changed := false
+	for seq := st.NextSeq; (seq == st.NextSeq && stalled) || (overdue && seq <= upTo); seq++ {
+		p := st.Pending[seq]
+		switch {
+		case p == nil:
+			p = st.gapFor(seq)
+			st.Pending[seq] = p
+			changed = true
+		case !p.ready():
+			p.force()
+			changed = true
+		}
+		if p.Last {
+			break
+		}
+	}
+	return changed
 }
 
 func (st *state) gapFor(seq uint64) *pending {
-	return &pending{Seq: seq, Duration: int64(st.Target) * media.Timescale, Gap: true, Error: "chunk never arrived",
+	return &pending{Seq: seq, N: st.Base + seq, Duration: int64(st.Target) * media.Timescale, Gap: true, Error: "chunk never arrived",
 		Renditions: map[string]segmentInfo{}}
 }
 
@@ -169,12 +319,11 @@ func (st *state) key(rendition, file string) string {
 	return path.Join("live", st.StreamID, rendition, file)
 }
 
-func segmentName(n uint64) string { return strconv.FormatUint(n, 10) + ".m4s" }
-
-// list appends a ready chunk to the window as segment number n.
-func (st *state) list(p *pending, n uint64) {
-	e := entry{N: n, Session: st.Session, Listed: time.Now().UTC(), Duration: float64(p.Duration) / media.Timescale, Gap: p.Gap,
-		Renditions: map[string]segmentInfo{}}
+// list appends a ready chunk to the window.
+func (st *state) list(p *pending) {
+	n, msn := p.N, st.MSNBase+p.Seq
+	e := entry{N: n, MSN: msn, Session: st.Session, Listed: time.Now().UTC(), Duration: float64(p.Duration) / media.Timescale, Gap: p.gap(),
+		Recorded: st.Record, Renditions: map[string]segmentInfo{}}
 	if st.SessionStart {
 		e.Discontinuity = len(st.Window) > 0 || st.NextN > 0
 		st.SessionStart = false
@@ -194,8 +343,14 @@ func (st *state) list(p *pending, n uint64) {
 	if d := int(math.Round(e.Duration)); d > st.Target {
 		st.Target = d
 	}
+	var prev *entry
+	if len(st.Window) > 0 {
+		prev = &st.Window[len(st.Window)-1]
+	}
+	st.assignPeriod(&e, prev)
 	st.Window = append(st.Window, e)
 	st.NextN = max(st.NextN, n+1)
+	st.NextMSN = max(st.NextMSN, msn+1)
 	if !e.Gap {
 		st.noteSessionTiming(e, e.Listed)
 		st.noteListed(e)
@@ -248,12 +403,12 @@ func (st *state) mediaPlaylist(name string) ([]byte, error) {
 		Ended:                 st.Ended,
 	}
 	if len(st.Window) > 0 {
-		p.MediaSequence = st.Window[0].N
+		p.MediaSequence = st.Window[0].MSN
 	}
 	curMap := ""
 	for i, e := range st.Window {
 		si, ok := e.Renditions[name]
-		seg := hls.Segment{URI: segmentName(e.N), Duration: e.Duration, Discontinuity: e.Discontinuity}
+		seg := hls.Segment{URI: segment.Name(e.N), Duration: e.Duration, Discontinuity: e.Discontinuity}
 		if ok && !si.Failed && !e.Gap {
 			if si.Duration > 0 {
 				seg.Duration = si.Duration

@@ -10,13 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gopcast/gopcast/pkg/ffmpeg"
 	"github.com/gopcast/gopcast/pkg/media"
 	"github.com/gopcast/gopcast/pkg/media/ladder"
 	"github.com/gopcast/gopcast/pkg/media/tsedit"
 	"github.com/gopcast/gopcast/pkg/queue"
 )
 
-// A chain is one ffmpeg that encodes a stream's live chunks one after another, instead of one
+// A chain is one ffmpeg that encodes a session's chunks one after another, instead of one
 // ffmpeg per chunk. Starting ffmpeg for every 2 s chunk costs about 45 % more CPU than one
 // ffmpeg running on (the decoder's and three x264 encoders' start-up and their first-touch
 // page faults), which is the whole gap between per-chunk and continuous encoding.
@@ -27,15 +28,15 @@ import (
 // IDR in every rendition, and each rendition's output is cut at the keyframe where the next
 // chunk begins (the PTS of that chunk's first video frame, read as it goes in, less half a
 // frame for ffmpeg's rounding of timestamps to the frame rate) and moved back
-// to the chunk's own clock: what a chunk's own ffmpeg would have written, which the live
-// encode then finishes as before.
+// to the chunk's own clock: what a chunk's own ffmpeg would have written. A chunk encoded on
+// its own is a chain of one, whose input closes with the chunk.
 //
 // The price is latency: x264 holds back its lookahead and reorder frames until more frames
 // come, so a chunk's last frames leave the encoder when the next chunk's first ones push them
 // out (or when the chain's input is closed: the stream's last chunk, or no next chunk within
 // chainFlush). A chain takes a chunk only if it is the next of the same session and needs the
 // same rungs; anything that goes wrong ends the chain, and its unfinished chunks are encoded
-// from their jobs as any failed live chunk is.
+// again on their own.
 type chain struct {
 	s      *Service
 	stream string // stream/session
@@ -108,11 +109,30 @@ var (
 	chainMaxSpan = int64(time.Hour/time.Second) * media.Timescale
 )
 
+// startChain starts an encoder for a session's chunk seq that starts at base: a chain whose
+// first member it is.
+func (s *Service) startChain(job *queue.EncodeJob, rungs []ladder.Rung, tmpl ladder.Job, seq uint64, base int64, fps float64) (*chain, *member, error) {
+	c, err := s.newChain(job.StreamID+"/"+job.SessionID, rungs, tmpl, base, fps)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.chainsStarted.Add(1)
+	go func() {
+		<-c.exited
+		if c.runErr != nil {
+			s.log.Warn("encoder ended with an error", "chain", c.stream, "err", c.runErr)
+		}
+	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c, c.add(seq, base), nil
+}
+
 // newChain starts ffmpeg for a chain whose first chunk starts at base.
 func (s *Service) newChain(stream string, rungs []ladder.Rung, job ladder.Job, base int64, fps float64) (*chain, error) {
 	job.Stream, job.Chain, job.Rungs = true, true, rungs
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd, stderr := ffmpegCmd(ctx, s.cfg.FFmpeg, job.Args())
+	cmd, stderr := ffmpeg.Command(ctx, s.cfg.FFmpeg, job.Args())
 	var readers []*os.File
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
@@ -159,7 +179,7 @@ func (s *Service) newChain(stream string, rungs []ladder.Rung, job ladder.Job, b
 	go func() {
 		defer close(c.exited)
 		wg.Wait()
-		c.runErr = errors.Join(ffmpegErr(cmd.Wait(), stderr), errors.Join(errs...))
+		c.runErr = errors.Join(ffmpeg.Err(cmd.Wait(), stderr), errors.Join(errs...))
 		c.ended()
 	}()
 	return c, nil
@@ -286,6 +306,14 @@ func (c *chain) writeInput() {
 			c.in.WatchVideo()
 		default:
 			if err := c.write(op.m, op.data); err != nil {
+				if errors.Is(err, errInput) {
+					// ffmpeg stopped reading: it has most likely exited, and its exit says why
+					// (ended gives the members its error), which a broken pipe does not.
+					select {
+					case <-c.exited:
+					case <-time.After(exitWait):
+					}
+				}
 				c.mu.Lock()
 				c.fail(op.m, fmt.Errorf("feeding the chain's ffmpeg: %w", err))
 				c.mu.Unlock()
@@ -294,8 +322,14 @@ func (c *chain) writeInput() {
 	}
 }
 
-// write edits b, of the member being fed, onto the chain's clock and writes it to ffmpeg.
-func (c *chain) write(m *member, b []byte) error {
+// write edits b, of the member being fed, onto the chain's clock and writes it to ffmpeg. A
+// panic in the editing (input it cannot parse) is an error: it fails the member, not the worker.
+func (c *chain) write(m *member, b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("editing the input panicked: %v", r)
+		}
+	}()
 	out, err := c.in.Shift(b)
 	if err != nil {
 		return err
@@ -309,10 +343,19 @@ func (c *chain) write(m *member, b []byte) error {
 		c.omu.Unlock()
 	}
 	if len(out) > 0 {
-		_, err = c.stdin.Write(out)
+		if _, err := c.stdin.Write(out); err != nil {
+			return fmt.Errorf("%w: %w", errInput, err)
+		}
 	}
-	return err
+	return nil
 }
+
+// errInput marks a failed write to ffmpeg's input; exitWait is how long the writer then waits
+// for ffmpeg's exit, whose error says more.
+var (
+	errInput = errors.New("ffmpeg stopped reading its input")
+	exitWait = 5 * time.Second
+)
 
 // fail ends the chain's input after m went wrong: m and the members after it fail, the ones
 // before it still get their outputs (ffmpeg is flushed); c.mu is held.
@@ -350,6 +393,14 @@ func (c *chain) closeInput() {
 	}
 }
 
+// stopInput takes no more members: the chain ends with the ones it has, which get their
+// outputs once ffmpeg has flushed.
+func (c *chain) stopInput() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeInput()
+}
+
 // stop kills the chain's ffmpeg and takes no more members; what it had fails.
 func (c *chain) stop() {
 	c.cancel()
@@ -365,13 +416,8 @@ func (c *chain) readOutput(i int, r io.Reader) error {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			c.omu.Lock()
-			werr := o.cut.Write(buf[:n])
-			if werr == nil {
-				c.deliver(i)
-			}
-			c.omu.Unlock()
-			if werr != nil {
+			if werr := c.cut(i, o, buf[:n]); werr != nil {
+				c.cancel() // its outputs can no longer be cut: the members fail
 				return fmt.Errorf("rung %s output: %w", c.rungs[i].Name, werr)
 			}
 		}
@@ -382,6 +428,23 @@ func (c *chain) readOutput(i int, r io.Reader) error {
 			return err
 		}
 	}
+}
+
+// cut takes rung i's next output bytes and delivers what can be cut. A panic in the cutting
+// (output it cannot parse) is an error: it fails the chain, not the worker.
+func (c *chain) cut(i int, o *chainOut, b []byte) (err error) {
+	c.omu.Lock()
+	defer c.omu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cutting the output panicked: %v", r)
+		}
+	}()
+	if err := o.cut.Write(b); err != nil {
+		return err
+	}
+	c.deliver(i)
+	return nil
 }
 
 // deliver cuts rung i's pieces for every member whose successor's keyframe is known; c.omu is
@@ -438,6 +501,11 @@ func (c *chain) finishOutput(i int) error {
 
 // ended fails every member still without all its outputs once ffmpeg is gone.
 func (c *chain) ended() {
+	// A chain whose ffmpeg is gone takes no more chunks: one joining it now would only fail
+	// and be encoded again on its own, where a new chain could have taken it as it arrived.
+	c.mu.Lock()
+	c.closeInput()
+	c.mu.Unlock()
 	err := c.runErr
 	if err == nil {
 		err = errors.New("the chain's ffmpeg ended without this chunk's output")
@@ -489,10 +557,3 @@ func (m *member) wait(ctx context.Context) ([][]byte, []int, error) {
 	}
 	return m.pieces, m.frames, nil
 }
-
-// chainKey is the chain a live chunk can join: its stream's session.
-func chainKey(o *queue.LiveOffer) string { return o.StreamID + "/" + o.SessionID }
-
-// chainable reports whether an offer says where its chunk starts (ingests before chains did
-// not).
-func chainable(o *queue.LiveOffer) bool { return o.Start > 0 }

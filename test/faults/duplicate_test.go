@@ -30,7 +30,7 @@ func TestTranscodersFinishSameChunk(t *testing.T) {
 
 func finishSameChunk(t *testing.T, live bool) {
 	c := newCluster(t, clusterConfig{transcoders: 2, packagers: 1, profile: "default",
-		transcoderArgs: []string{"--transcoder-concurrency", "1", "--live-chunks=" + strconv.FormatBool(live), "--log-level", "debug"}})
+		transcoderArgs: []string{"--transcoder-concurrency", "1", "--encode-arriving=" + strconv.FormatBool(live), "--log-level", "debug"}})
 	trans := []*proc{c.procByName("transcoder-1"), c.procByName("transcoder-2")}
 	s := c.createStream("same chunk twice", "default")
 	const seconds = 30

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -449,16 +450,18 @@ func newCluster(t *testing.T, cfg clusterConfig) *cluster {
 	c.minio = testenv.MinIO(t)
 	t.Cleanup(c.shutdown)
 
-	c.roleArgs["transcoder"] = append([]string{"--profile", cfg.profile, "--ffmpeg", ffmpeg}, cfg.transcoderArgs...)
-	c.roleArgs["packager"] = append([]string{
-		"--s3-endpoint", c.minio.Endpoint, "--s3-bucket", c.minio.Bucket, "--s3-region", c.minio.Region,
-		"--s3-access-key", c.minio.AccessKey, "--s3-secret-key", c.minio.SecretKey,
+	// Every role that writes media has the bucket: the ingest (source and audio segments), the
+	// transcoders (rungs), the packagers (playlists, manifests, recordings).
+	s3 := []string{"--s3-endpoint", c.minio.Endpoint, "--s3-bucket", c.minio.Bucket, "--s3-region", c.minio.Region,
+		"--s3-access-key", c.minio.AccessKey, "--s3-secret-key", c.minio.SecretKey}
+	c.roleArgs["transcoder"] = slices.Concat(s3, []string{"--profile", cfg.profile, "--ffmpeg", ffmpeg}, cfg.transcoderArgs)
+	c.roleArgs["packager"] = slices.Concat(s3, []string{
 		"--ffmpeg", ffmpeg,
 		// Segments stay for the whole test, so nothing a slow check fetches late is gone.
 		"--segment-grace", "30m",
-	}, cfg.packagerArgs...)
+	}, cfg.packagerArgs)
 	c.roleArgs["api"] = []string{"--api-token", apiToken, "--public-base-url", c.minio.PublicBaseURL(), "--profile", cfg.profile}
-	c.roleArgs["ingest"] = cfg.ingestArgs
+	c.roleArgs["ingest"] = slices.Concat(s3, []string{"--profile", cfg.profile}, cfg.ingestArgs)
 
 	c.natsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	c.nats = c.newProc("nats", "--nats-listen", c.natsAddr)

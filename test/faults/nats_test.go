@@ -64,21 +64,20 @@ func runNATSRestart(t *testing.T, outage time.Duration) {
 		pubErr == nil, res.segments, len(res.renditions), res.lost, time.Since(started).Round(time.Second))
 }
 
-// TestNATSRestartMidJob: NATS is killed while the only transcoder is in the middle of a chunk
-// (so one of its NATS requests is in flight), and is back 1.5 s later; the stream must go on
-// within 20 s. A request whose server died never gets its reply and nats.go does not fail it
-// on reconnect: every JetStream call now has its own deadline (queue.CallTimeout), so the job
-// fails fast and is retried, where it used to wait out the 2-minute job timeout (and the
-// packager ended the session meanwhile).
+// TestNATSRestartMidJob: NATS is killed while the only transcoder is in the middle of a job (a
+// ladder stream's session, whose chunks it reads and whose job it keeps alive, so its NATS
+// requests are in flight), and is back 1.5 s later; the stream must go on within 20 s. A
+// request whose server died never gets its reply and nats.go does not fail it on reconnect:
+// every JetStream call has its own deadline (queue.CallTimeout), so the call fails fast and is
+// retried, where it used to wait out the job's whole timeout (and the packager ended the
+// session meanwhile).
 func TestNATSRestartMidJob(t *testing.T) {
 	c := newCluster(t, clusterConfig{transcoders: 1, packagers: 1})
 	tr := c.procByName("transcoder-1")
-	s := c.createStream("nats restart mid-job", "passthrough")
+	s := c.createStream("nats restart mid-job", "default")
 	w := newWatcher(t, s.base(), 100*time.Millisecond).start()
 	pub := startPublisher(t, c.ffmpeg, publishArgs(c.publishURL(s), 60))
 	waitFor(t, 30*time.Second, "3 segments listed", func() bool { return w.listed("source") >= 3 })
-	// A passthrough chunk keeps the transcoder busy for some milliseconds every 2 s: look
-	// often enough to catch one (at 100 ms a run missed every job for 10 s).
 	if !poll(30*time.Second, 2*time.Millisecond, func() bool {
 		b, err := tr.metric("gopcast_transcoder_busy_slots")
 		return err == nil && b > 0
@@ -115,7 +114,7 @@ func (c *cluster) waitQuiet(t *testing.T) {
 				}
 			}
 		}
-		for _, sc := range [][2]string{{"GOPCAST_CHUNKS", "transcoders"}, {"GOPCAST_SEGMENTS", "packagers"}} {
+		for _, sc := range [][2]string{{"GOPCAST_JOBS", "transcoders"}, {"GOPCAST_SEGMENTS", "packagers"}} {
 			if n, err := c.ackPending(sc[0], sc[1]); err != nil || n > 0 {
 				return false
 			}

@@ -7,11 +7,12 @@ import (
 )
 
 // TestStorageOutage: MinIO is stopped for 10 s mid-stream, then started again on the same port
-// with the same data. The packager retries its writes with backoff (and JetStream redelivers
-// a job whose retries ran out), so nothing is lost or reordered, and the playlist catches up.
-// The outage shows in the packager's log and in gopcast_storage_put_failures_total. Reported:
-// the catch-up time, from MinIO's start to the playlist listing the segment that was being
-// cut at that moment, and to the playlist's usual delay.
+// with the same data. The roles that write retry with backoff (the ingest its segments, the
+// packager its playlists; JetStream redelivers a record whose retries ran out), so nothing is
+// lost or reordered, and the playlist catches up. The outage shows in the writers' logs and in
+// their gopcast_storage_put_failures_total. Reported: the catch-up time, from MinIO's start to
+// the playlist listing the segment that was being cut at that moment, and to the playlist's
+// usual delay.
 func TestStorageOutage(t *testing.T) {
 	c := newCluster(t, clusterConfig{transcoders: 1, packagers: 1})
 	pk := c.procByName("packager-1")
@@ -54,16 +55,23 @@ func TestStorageOutage(t *testing.T) {
 		return false
 	})
 
-	fails, err := pk.metric("gopcast_storage_put_failures_total")
-	if err != nil {
-		t.Error(err)
+	// A passthrough stream's segments are the ingest's to write, its playlists the
+	// packager's: the outage shows in both, or at least in the one that was writing.
+	var fails float64
+	var logs string
+	for _, p := range []*proc{c.ingest, pk} {
+		f, err := p.metric("gopcast_storage_put_failures_total")
+		if err != nil {
+			t.Error(err)
+		}
+		fails += f
+		logs += p.logs.String()
 	}
 	if fails <= 0 {
 		t.Errorf("gopcast_storage_put_failures_total = %v after a 10 s outage", fails)
 	}
-	logs := pk.logs.String()
 	if !strings.Contains(logs, "storage write failed") {
-		t.Errorf("the packager's log does not show the storage errors")
+		t.Errorf("neither the ingest's nor the packager's log shows the storage errors")
 	}
 
 	if err := pub.wait(time.Minute); err != nil {

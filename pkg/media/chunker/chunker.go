@@ -1,10 +1,12 @@
-// Package chunker cuts one publish session into GOP-aligned chunks: self-contained MPEG-TS
-// pieces that start on a keyframe, carry the codec configuration in band, and keep the
-// encoder's timestamps (shifted by a fixed base, see Chunk.TSBase).
+// Package chunker cuts one publish session into GOP-aligned chunks that start on a keyframe and
+// keep the encoder's timestamps. A chunk holds its frames (for the source and audio
+// renditions, repackaged as they are) and, when the session has rungs to encode, the video as a
+// self-contained MPEG-TS for the encoder, with the codec configuration in band and timestamps
+// shifted by a fixed base (TSBase). The MPEG-TS is written as frames come, so the encoder can
+// start on a chunk before it ends (Open).
 package chunker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -35,9 +37,11 @@ type Config struct {
 	Target int64
 	// MaxBytes bounds one chunk's size (memory per publisher) when keyframes are rare.
 	MaxBytes int
-	// Buffer, when set, gives the empty buffer a chunk is written to, with room for at least
-	// n bytes: a caller that recycles finished chunks' Data saves allocating (and the kernel
-	// faulting in) fresh memory for every chunk. Nil allocates.
+	// TS makes each chunk's video MPEG-TS too (Chunk.TS), for the ladder's encoder.
+	TS bool
+	// Buffer, when set, gives the empty buffers a chunk is written to, with room for at least
+	// n bytes: a caller that recycles finished chunks' TS and Mem saves allocating (and the
+	// kernel faulting in) fresh memory for every chunk. Nil allocates.
 	Buffer func(n int) []byte
 }
 
@@ -48,13 +52,16 @@ type Chunk struct {
 	// the first frame of the next chunk (for the last chunk: its last frame's end, estimated).
 	Start    int64
 	Duration int64
-	// Data is the MPEG-TS file; a time t of the session timeline is written as TSBase+t-Start.
-	Data        []byte
-	VideoBytes  int // of the video access units, without MPEG-TS framing
-	VideoFrames int
-	AudioFrames int
-	Keyframes   int
-	Last        bool
+	// Video and Audio are the chunk's frames on the session timeline; their bytes are in Mem.
+	Video []media.VideoFrame
+	Audio []media.AudioFrame
+	Mem   []byte
+	// TS is the video as MPEG-TS (Config.TS): a time t of the session timeline is written as
+	// TSBase+t-Start.
+	TS         []byte
+	VideoBytes int // of the video access units, without framing
+	Keyframes  int
+	Last       bool
 }
 
 // Chunker accumulates frames of one session. It is not safe for concurrent use.
@@ -81,25 +88,31 @@ type Chunker struct {
 
 // builder is one chunk being written.
 type builder struct {
-	seq        uint64
-	start      int64 // decode time of the first frame
-	end        int64 // decode time of the next chunk's first frame, once cut
-	cutPTS     int64 // presentation time of the next chunk's keyframe, once cut
-	buf        []byte
-	mux        *tsmux.Muxer
-	nv, na, nk int
-	vbytes     int
-	// noAudio keeps the video access units written while the chunk has no audio yet (a
-	// session with audio), so a chunk that ends without any can be written again as
-	// video-only: an MPEG-TS declaring an audio stream that never carries data cannot be
-	// read (the reader never learns the stream's codec).
-	noAudio []tsAccessUnit
+	seq    uint64
+	start  int64 // decode time of the first frame
+	end    int64 // decode time of the next chunk's first frame, once cut
+	cutPTS int64 // presentation time of the next chunk's keyframe, once cut
+	ts     []byte
+	mux    *tsmux.Muxer // nil without Config.TS
+	// mem holds the frames' bytes; the frames point into it by offset until the chunk is
+	// done (it may move as it grows).
+	mem    []byte
+	video  []frameAt
+	nalus  [][2]int // offset and length in mem
+	audio  []audioAt
+	nk     int
+	vbytes int
 }
 
-type tsAccessUnit struct {
-	pts, dts int64
-	key      bool
-	au       [][]byte
+type frameAt struct {
+	pts, dts  int64
+	key       bool
+	first, nn int // the frame's NAL units: nalus[first : first+nn]
+}
+
+type audioAt struct {
+	pts      int64
+	off, len int
 }
 
 // New returns a Chunker for a session with the given codec configuration; audio may be nil
@@ -120,10 +133,6 @@ func New(cfg Config, video media.H264Config, audio *media.AACConfig) (*Chunker, 
 		if err := c.asc.Unmarshal(audio.ASC); err != nil {
 			return nil, fmt.Errorf("chunker: AAC config: %w", err)
 		}
-		// What ADTS cannot carry is refused now rather than at the first audio frame.
-		if _, err := tsmux.New(c.asc); err != nil {
-			return nil, fmt.Errorf("chunker: %w", err)
-		}
 	}
 	return c, nil
 }
@@ -139,9 +148,15 @@ func (c *Chunker) Seq() uint64 { return c.seq }
 type Partial struct {
 	Seq   uint64
 	Start int64
-	// Data is the chunk's MPEG-TS bytes so far. The chunker only appends to them (a chunk
-	// written again is written to new memory), so the slice stays valid and unchanged.
-	Data []byte
+	// TS is the chunk's MPEG-TS bytes so far (Config.TS). The chunker only appends to them,
+	// so the slice stays valid and unchanged.
+	TS []byte
+	// Cut is set once the chunk's video is complete (the next keyframe came): it waits only
+	// for its audio. Duration and VideoBytes are then final.
+	Cut        bool
+	Duration   int64
+	VideoBytes int
+	Frames     int // video frames so far
 }
 
 // Open returns the chunks being written, oldest first: at most one cut on video and waiting
@@ -150,7 +165,11 @@ func (c *Chunker) Open() []Partial {
 	var out []Partial
 	for _, b := range []*builder{c.closing, c.cur} {
 		if b != nil {
-			out = append(out, Partial{Seq: b.seq, Start: b.start, Data: b.buf})
+			p := Partial{Seq: b.seq, Start: b.start, TS: b.ts, VideoBytes: b.vbytes, Frames: len(b.video)}
+			if b == c.closing {
+				p.Cut, p.Duration = true, b.end-b.start
+			}
+			out = append(out, p)
 		}
 	}
 	return out
@@ -191,8 +210,8 @@ func (c *Chunker) WriteVideo(f media.VideoFrame) (*Chunk, error) {
 		}
 	}
 	c.writeVideo(c.cur, f)
-	if len(c.cur.buf) > c.cfg.MaxBytes {
-		return done, fmt.Errorf("%w (%d bytes over %.1f s)", ErrChunkTooLarge, len(c.cur.buf), float64(f.DTS-c.cur.start)/media.Timescale)
+	if len(c.cur.mem) > c.cfg.MaxBytes {
+		return done, fmt.Errorf("%w (%d bytes over %.1f s)", ErrChunkTooLarge, len(c.cur.mem), float64(f.DTS-c.cur.start)/media.Timescale)
 	}
 	return done, nil
 }
@@ -217,11 +236,9 @@ func (c *Chunker) WriteAudio(f media.AudioFrame) (*Chunk, error) {
 			c.closing = nil
 		}
 	}
-	b.na++
-	b.noAudio = nil
-	var err error
-	b.buf, err = b.mux.WriteAAC(b.buf, TSBase+f.PTS-b.start, f.Data)
-	return done, err
+	b.audio = append(b.audio, audioAt{pts: f.PTS, off: len(b.mem), len: len(f.Data)})
+	b.mem = append(b.mem, f.Data...)
+	return done, nil
 }
 
 // Flush ends the session and returns its remaining chunks, the last one flagged Last; none if
@@ -245,69 +262,63 @@ func (c *Chunker) Flush() []*Chunk {
 }
 
 func (c *Chunker) open(dts int64) *builder {
-	// Chunks of a stream are about the same size: one allocation instead of a dozen
-	// doublings (and their copies) per chunk.
-	n := c.lastSize + c.lastSize/4
-	var buf []byte
-	if c.cfg.Buffer != nil {
-		buf = c.cfg.Buffer(n)[:0]
-	} else {
-		buf = make([]byte, 0, n)
-	}
-	b := &builder{seq: c.seq, start: dts, buf: buf}
+	b := &builder{seq: c.seq, start: dts, mem: c.buffer()}
 	c.seq++
-	// New only fails on an audio config that New of the Chunker already accepted.
-	b.mux, _ = tsmux.New(c.asc)
+	if c.cfg.TS {
+		b.ts = c.buffer()
+		b.mux, _ = tsmux.New(nil) // the encoder takes the video only: New(nil) cannot fail
+	}
 	return b
 }
 
+// buffer is an empty buffer for a new chunk: chunks of a stream are about the same size, so
+// one allocation instead of a dozen doublings (and their copies) per chunk.
+func (c *Chunker) buffer() []byte {
+	n := c.lastSize + c.lastSize/4
+	if c.cfg.Buffer != nil {
+		return c.cfg.Buffer(n)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
 func (c *Chunker) finish(b *builder, last bool) *Chunk {
-	if c.asc != nil && b.na == 0 && len(b.noAudio) > 0 {
-		// Audio never came for this chunk (the session ended right after a keyframe, or the
-		// publisher's audio stopped): write it again without the audio stream, to new memory
-		// (Partial's promise).
-		mux, _ := tsmux.New(nil)
-		var buf []byte
-		for _, u := range b.noAudio {
-			buf = mux.WriteH264(buf, u.pts, u.dts, u.key, u.au)
-		}
-		b.buf = buf
-		b.noAudio = nil
+	c.lastSize = len(b.mem)
+	ch := &Chunk{Seq: b.seq, Start: b.start, Duration: b.end - b.start, Mem: b.mem, TS: b.ts,
+		VideoBytes: b.vbytes, Keyframes: b.nk, Last: last}
+	nalus := make([][]byte, len(b.nalus))
+	for i, n := range b.nalus {
+		nalus[i] = b.mem[n[0] : n[0]+n[1] : n[0]+n[1]]
 	}
-	c.lastSize = len(b.buf)
-	return &Chunk{
-		Seq:         b.seq,
-		Start:       b.start,
-		Duration:    b.end - b.start,
-		Data:        b.buf,
-		VideoBytes:  b.vbytes,
-		VideoFrames: b.nv,
-		AudioFrames: b.na,
-		Keyframes:   b.nk,
-		Last:        last,
+	ch.Video = make([]media.VideoFrame, len(b.video))
+	for i, f := range b.video {
+		ch.Video[i] = media.VideoFrame{PTS: f.pts, DTS: f.dts, Key: f.key, NALUs: nalus[f.first : f.first+f.nn : f.first+f.nn]}
 	}
+	ch.Audio = make([]media.AudioFrame, len(b.audio))
+	for i, a := range b.audio {
+		ch.Audio[i] = media.AudioFrame{PTS: a.pts, Data: b.mem[a.off : a.off+a.len : a.off+a.len]}
+	}
+	return ch
 }
 
 func (c *Chunker) writeVideo(b *builder, f media.VideoFrame) {
-	au := f.NALUs
 	if f.Key {
-		au = withParameterSets(au, c.video)
 		b.nk++
 	}
-	b.nv++
-	for _, n := range au {
+	fa := frameAt{pts: f.PTS, dts: f.DTS, key: f.Key, first: len(b.nalus), nn: len(f.NALUs)}
+	for _, n := range f.NALUs {
+		b.nalus = append(b.nalus, [2]int{len(b.mem), len(n)})
+		b.mem = append(b.mem, n...)
 		b.vbytes += len(n)
 	}
+	b.video = append(b.video, fa)
 	c.lastDTS = f.DTS
-	pts, dts := TSBase+f.PTS-b.start, TSBase+f.DTS-b.start
-	if c.asc != nil && b.na == 0 {
-		cp := make([][]byte, len(au)) // the caller may reuse its buffers
-		for i, n := range au {
-			cp[i] = bytes.Clone(n)
+	if b.mux != nil {
+		au := f.NALUs
+		if f.Key {
+			au = withParameterSets(au, c.video)
 		}
-		b.noAudio = append(b.noAudio, tsAccessUnit{pts: pts, dts: dts, key: f.Key, au: cp})
+		b.ts = b.mux.WriteH264(b.ts, TSBase+f.PTS-b.start, TSBase+f.DTS-b.start, f.Key, au)
 	}
-	b.buf = b.mux.WriteH264(b.buf, pts, dts, f.Key, au)
 }
 
 // withParameterSets puts SPS and PPS in front of a keyframe that lacks them, so every chunk

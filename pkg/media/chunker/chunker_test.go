@@ -109,7 +109,7 @@ func demux(t *testing.T, data []byte) demuxed {
 }
 
 func TestCutsAtFirstKeyframeAfterTarget(t *testing.T) {
-	c, err := New(Config{Target: 2 * media.Timescale}, cfg, aacConfig(t))
+	c, err := New(Config{Target: 2 * media.Timescale, TS: true}, cfg, aacConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,13 +134,27 @@ func TestCutsAtFirstKeyframeAfterTarget(t *testing.T) {
 		case 4:
 			wantAudio = 116
 		}
-		if ch.VideoFrames != 60 || ch.Keyframes != 2 || ch.AudioFrames != wantAudio {
-			t.Errorf("chunk %d: %d frames, %d keyframes, %d audio", i, ch.VideoFrames, ch.Keyframes, ch.AudioFrames)
+		if len(ch.Video) != 60 || ch.Keyframes != 2 || len(ch.Audio) != wantAudio {
+			t.Errorf("chunk %d: %d frames, %d keyframes, %d audio", i, len(ch.Video), ch.Keyframes, len(ch.Audio))
+		}
+		// The frames as they came, on the session timeline, and their bytes.
+		for j, f := range ch.Video {
+			want := videoFrame(i*60+j, j%30 == 0)
+			if f.DTS != want.DTS || f.PTS != want.PTS || f.Key != want.Key || len(f.NALUs) != 1 || !bytes.Equal(f.NALUs[0], want.NALUs[0]) {
+				t.Fatalf("chunk %d frame %d: %+v, want %+v", i, j, f, want)
+			}
+		}
+		wantFirst := ch.Start + 2*frame // the chunk's presentation start
+		if i == 0 {
+			wantFirst = 0
+		}
+		if len(ch.Audio) > 0 && (ch.Audio[0].PTS != wantFirst || len(ch.Audio[0].Data) != 3) {
+			t.Errorf("chunk %d: audio from %d (%d bytes), want from %d", i, ch.Audio[0].PTS, len(ch.Audio[0].Data), wantFirst)
 		}
 		if ch.Last != (i == 4) {
 			t.Errorf("chunk %d: Last=%v", i, ch.Last)
 		}
-		d := demux(t, ch.Data)
+		d := demux(t, ch.TS)
 		if len(d.video) != 60 || !d.video[0].Key {
 			t.Fatalf("chunk %d: demuxed %d frames, first key %v", i, len(d.video), len(d.video) > 0 && d.video[0].Key)
 		}
@@ -154,12 +168,8 @@ func TestCutsAtFirstKeyframeAfterTarget(t *testing.T) {
 		if !bytes.Equal(d.video[0].NALUs[0], sps) && !bytes.Equal(d.video[0].NALUs[1], sps) {
 			t.Errorf("chunk %d: keyframe lacks the SPS in band: %x", i, d.video[0].NALUs)
 		}
-		wantFirst := int64(TSBase + 2*frame) // the chunk's presentation start
-		if i == 0 {
-			wantFirst = TSBase
-		}
-		if len(d.audio) != wantAudio || d.audio[0] != wantFirst {
-			t.Errorf("chunk %d: audio %d frames from %v, want %d from %d", i, len(d.audio), d.audio[:1], wantAudio, wantFirst)
+		if len(d.audio) != 0 {
+			t.Errorf("chunk %d: %d audio frames in the MPEG-TS, which is the encoder's: video only", i, len(d.audio))
 		}
 	}
 }
@@ -239,10 +249,9 @@ func TestNeedsParameterSets(t *testing.T) {
 }
 
 // A chunk of a session with audio that gets no audio frame (the publisher stops right after a
-// keyframe, or its audio stops) is written without the audio stream, so it can still be read:
-// a declared stream without data leaves an MPEG-TS reader unable to learn its codec.
-func TestChunkWithoutAudioIsVideoOnly(t *testing.T) {
-	c, err := New(Config{}, cfg, aacConfig(t))
+// keyframe, or its audio stops) has its video and no audio; the chunks before keep theirs.
+func TestChunkWithoutAudio(t *testing.T) {
+	c, err := New(Config{TS: true}, cfg, aacConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,22 +269,29 @@ func TestChunkWithoutAudioIsVideoOnly(t *testing.T) {
 	}
 	chunks = append(chunks, c.Flush()...)
 	last := chunks[len(chunks)-1]
-	if !last.Last || last.AudioFrames != 0 || last.VideoFrames != 2 {
-		t.Fatalf("last chunk: last=%v audio=%d video=%d", last.Last, last.AudioFrames, last.VideoFrames)
+	if !last.Last || len(last.Audio) != 0 || len(last.Video) != 2 {
+		t.Fatalf("last chunk: last=%v audio=%d video=%d", last.Last, len(last.Audio), len(last.Video))
 	}
-	r := &mpegts.Reader{R: bytes.NewReader(last.Data)}
-	if err := r.Initialize(); err != nil {
-		t.Fatalf("the audio-less last chunk cannot be read: %v", err)
-	}
-	if n := len(r.Tracks()); n != 1 {
-		t.Errorf("%d tracks, want video only", n)
-	}
-	d := demux(t, last.Data)
+	d := demux(t, last.TS)
 	if len(d.video) != 2 || !d.video[0].Key || d.video[0].DTS != TSBase {
 		t.Errorf("video frames: %+v", d.video)
 	}
-	// The chunks with audio still carry it.
-	if d := demux(t, chunks[0].Data); len(d.audio) == 0 {
+	if len(chunks[0].Audio) == 0 {
 		t.Error("first chunk lost its audio")
+	}
+}
+
+// Without Config.TS a chunk has its frames and no MPEG-TS (a session with nothing to encode).
+func TestFramesOnly(t *testing.T) {
+	c, err := New(Config{}, cfg, aacConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := feed(t, c, 120, 60, 0, true)
+	if len(chunks) != 2 || chunks[0].TS != nil || len(chunks[0].Video) != 60 || len(chunks[1].Video) != 60 {
+		t.Fatalf("%d chunks, TS %d bytes", len(chunks), len(chunks[0].TS))
+	}
+	if p := c.Open(); len(p) != 0 {
+		t.Errorf("open after the flush: %d", len(p))
 	}
 }

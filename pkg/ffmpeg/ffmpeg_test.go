@@ -1,17 +1,15 @@
-package transcoder
+package ffmpeg
 
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gopcast/gopcast/pkg/media"
 )
 
 func TestRunFFmpegKeepsTheEndOfStderr(t *testing.T) {
@@ -20,7 +18,7 @@ func TestRunFFmpegKeepsTheEndOfStderr(t *testing.T) {
 	bin, _ := fakeFFmpeg(t, `i=0; while [ $i -lt 400 ]; do echo "noise line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" >&2; i=$((i+1)); done
 echo "Error: the real reason" >&2
 exit 3`)
-	err := runFFmpeg(context.Background(), bin, []string{"-i", "x"})
+	err := Run(context.Background(), bin, []string{"-i", "x"})
 	if err == nil {
 		t.Fatal("no error for exit status 3")
 	}
@@ -33,17 +31,17 @@ exit 3`)
 	}
 
 	silent, _ := fakeFFmpeg(t, "exit 1")
-	if err := runFFmpeg(context.Background(), silent, nil); err == nil || !strings.Contains(err.Error(), "(no output)") {
+	if err := Run(context.Background(), silent, nil); err == nil || !strings.Contains(err.Error(), "(no output)") {
 		t.Errorf("silent failure: %v", err)
 	}
 	ok, calls := fakeFFmpeg(t, "exit 0")
-	if err := runFFmpeg(context.Background(), ok, []string{"-a", "b c"}); err != nil {
+	if err := Run(context.Background(), ok, []string{"-a", "b c"}); err != nil {
 		t.Errorf("exit 0: %v", err)
 	}
 	if b, _ := os.ReadFile(calls); string(b) != "-a b c\n" {
 		t.Errorf("arguments reached ffmpeg as %q", b)
 	}
-	if err := runFFmpeg(context.Background(), filepath.Join(t.TempDir(), "missing"), nil); err == nil {
+	if err := Run(context.Background(), filepath.Join(t.TempDir(), "missing"), nil); err == nil {
 		t.Error("no error for a missing binary")
 	}
 }
@@ -57,7 +55,7 @@ func TestRunFFmpegCancelStopsTheProcessGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- runFFmpeg(ctx, bin, nil) }()
+	go func() { done <- Run(ctx, bin, nil) }()
 	var child int
 	for deadline := time.Now().Add(10 * time.Second); child == 0; {
 		if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
@@ -101,7 +99,7 @@ func alive(pid int) bool {
 
 func TestTailBuffer(t *testing.T) {
 	t.Parallel()
-	var b tailBuffer
+	var b Tail
 	b.max = 10
 	for _, s := range []string{"abc", "defghij", "klmnopqrstuvwxyz", "0"} {
 		if n, err := b.Write([]byte(s)); n != len(s) || err != nil {
@@ -110,59 +108,6 @@ func TestTailBuffer(t *testing.T) {
 	}
 	if got := b.String(); got != "rstuvwxyz0" {
 		t.Errorf("tail %q, want the last 10 bytes", got)
-	}
-}
-
-type countingJob struct{ n atomic.Int64 }
-
-func (j *countingJob) InProgress() error { j.n.Add(1); return nil }
-
-func TestKeepAliveStops(t *testing.T) {
-	t.Parallel()
-	var job countingJob
-	stop := keepAlive(context.Background(), &job)
-	done := make(chan struct{})
-	go func() { stop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("stop did not return")
-	}
-	if n := job.n.Load(); n != 0 {
-		t.Errorf("InProgress sent %d times within the first tick", n)
-	}
-}
-
-func TestEstimateFPS(t *testing.T) {
-	t.Parallel()
-	frames := func(n int, step int64) []media.VideoFrame {
-		out := make([]media.VideoFrame, n)
-		for i := range out {
-			out[i].DTS = 1_000_000 + int64(i)*step
-			out[i].PTS = out[i].DTS + 2*step
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name   string
-		frames []media.VideoFrame
-		want   float64
-	}{
-		{"30 fps", frames(60, 3000), 30},
-		{"25 fps", frames(50, 3600), 25},
-		{"60 fps", frames(10, 1500), 60},
-		{"one frame", frames(1, 3000), 30},
-		{"no frames", nil, 30},
-		{"no time passes", frames(5, 0), 30},
-	} {
-		if got := estimateFPS(tc.frames); got != tc.want {
-			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
-		}
-	}
-	f := frames(4, 3000)
-	f[0].PTS = 5
-	if got := minPTS(f); got != 5 {
-		t.Errorf("minPTS %d", got)
 	}
 }
 
@@ -176,7 +121,7 @@ func TestFFmpegEnvAsksForHugePages(t *testing.T) {
 		{[]string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, // the operator's choice
 		{[]string{"GLIBC_TUNABLES="}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"},
 	} {
-		got := ffmpegEnv(tc.in)
+		got := env(tc.in)
 		n := 0
 		for _, kv := range got {
 			if strings.HasPrefix(kv, "GLIBC_TUNABLES=") {
@@ -190,4 +135,23 @@ func TestFFmpegEnvAsksForHugePages(t *testing.T) {
 			t.Errorf("%v: got %v", tc.in, got)
 		}
 	}
+}
+
+// fakeFFmpeg writes a shell script standing in for ffmpeg: it records its arguments in calls,
+// one line per run, then runs body.
+func fakeFFmpeg(t *testing.T, body string) (bin, calls string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin = filepath.Join(dir, "ffmpeg")
+	calls = filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$*\" >> '" + calls + "'\n" + body + "\n"
+	// Written by a child process, never opened for writing here: a parallel test forking
+	// meanwhile would inherit that descriptor until its exec, and running the script then
+	// fails with "text file busy" (ETXTBSY; CI saw it).
+	w := exec.Command("sh", "-c", `cat > "$1" && chmod 755 "$1"`, "sh", bin)
+	w.Stdin = strings.NewReader(script)
+	if out, err := w.CombinedOutput(); err != nil {
+		t.Fatalf("writing the fake ffmpeg: %v: %s", err, out)
+	}
+	return bin, calls
 }

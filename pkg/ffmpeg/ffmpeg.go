@@ -1,4 +1,9 @@
-package transcoder
+// Package ffmpeg runs the ffmpeg binary, the one way every role does: in its own process group
+// under the caller's context (cancellation sends SIGTERM to the group, and a process that
+// ignores it is killed after a grace period), with the tail of its stderr kept for the error
+// and the environment asking glibc for huge pages. Building the arguments is the caller's
+// (pure functions, golden-tested, as pkg/media/ladder's).
+package ffmpeg
 
 import (
 	"bytes"
@@ -12,18 +17,17 @@ import (
 	"time"
 )
 
-// runFFmpeg runs ffmpeg in its own process group under ctx: cancellation sends SIGTERM to the
-// group, and a process that ignores it is killed after a grace period. The tail of stderr is
-// kept for the error.
-func runFFmpeg(ctx context.Context, bin string, args []string) error {
-	cmd, stderr := ffmpegCmd(ctx, bin, args)
-	return ffmpegErr(cmd.Run(), stderr)
+// Run runs ffmpeg to the end.
+func Run(ctx context.Context, bin string, args []string) error {
+	cmd, stderr := Command(ctx, bin, args)
+	return Err(cmd.Run(), stderr)
 }
 
-// ffmpegCmd is ffmpeg set up as runFFmpeg runs it, with the tail of its stderr.
-func ffmpegCmd(ctx context.Context, bin string, args []string) (*exec.Cmd, *tailBuffer) {
+// Command is ffmpeg set up as Run runs it, for a caller that wires its input and outputs
+// itself, with the tail of its stderr for Err.
+func Command(ctx context.Context, bin string, args []string) (*exec.Cmd, *Tail) {
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = ffmpegEnv(os.Environ())
+	cmd.Env = env(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
@@ -32,13 +36,13 @@ func ffmpegCmd(ctx context.Context, bin string, args []string) (*exec.Cmd, *tail
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	}
 	cmd.WaitDelay = 5 * time.Second
-	stderr := &tailBuffer{max: 8 << 10}
+	stderr := &Tail{max: 8 << 10}
 	cmd.Stderr = stderr
 	return cmd, stderr
 }
 
-// ffmpegErr is the error of an ffmpeg run, with what it said.
-func ffmpegErr(err error, stderr *tailBuffer) error {
+// Err is the error of an ffmpeg run (nil for none), with what it said.
+func Err(err error, stderr *Tail) error {
 	if err == nil {
 		return nil
 	}
@@ -59,11 +63,11 @@ func ffmpegErr(err error, stderr *tailBuffer) error {
 // pages 65.8 (10.3 in the kernel). A GLIBC_TUNABLES of the operator's own is kept as it is.
 const hugePages = "glibc.malloc.hugetlb=1"
 
-// ffmpegEnv is env with hugePages added to GLIBC_TUNABLES unless it sets glibc.malloc.hugetlb.
-func ffmpegEnv(env []string) []string {
-	out := make([]string, 0, len(env)+1)
+// env is environ with hugePages added to GLIBC_TUNABLES unless it sets glibc.malloc.hugetlb.
+func env(environ []string) []string {
+	out := make([]string, 0, len(environ)+1)
 	found := false
-	for _, kv := range env {
+	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "GLIBC_TUNABLES="); ok {
 			found = true
 			if !strings.Contains(v, "glibc.malloc.hugetlb") {
@@ -81,14 +85,14 @@ func ffmpegEnv(env []string) []string {
 	return out
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// Tail keeps the last bytes written to it: ffmpeg's last words.
+type Tail struct {
 	mu  sync.Mutex
 	max int
 	buf bytes.Buffer
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf.Write(p)
@@ -98,7 +102,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.buf.String()
