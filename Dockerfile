@@ -5,13 +5,15 @@
 #   docker build -t gopcast .
 #   docker run --rm -p 1935:1935 -p 8080:8080 gopcast          # every role, embedded NATS
 #
-# Build stage: the same `go build` as `go tool task build` (-trimpath, ./cmd/gopcast), plus
-# -ldflags "-s -w" to drop the symbol table and DWARF (a smaller image, the same program).
+# Build stage: the same `go build` as `go tool -modfile=tools/go.mod task build` (-trimpath,
+# ./cmd/gopcast), plus -ldflags "-s -w" to drop the symbol table and DWARF (a smaller image, the
+# same program).
 # The Go version is go.mod's, exactly; GOTOOLCHAIN=local refuses to download another one.
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
-# Modules first, so a source change does not download them again.
+# Modules first, so a source change does not download them again. The product's only: go-task's
+# (tools/go.mod) and the deployment tests' (deployments/go.mod) stay out of the image.
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .

@@ -23,7 +23,7 @@ import (
 // The Dockerfile is checked by reading it (no Docker engine or registry here, and hadolint is
 // not packaged for Debian or the Go proxy): the rules hadolint and the Docker docs give that
 // matter for this image, and that its build runs the same `go build` as the Taskfile's build
-// task (the README's `go tool task build`).
+// task (the README's `go tool -modfile=tools/go.mod task build`).
 
 // instruction is one Dockerfile instruction with its continuation lines joined.
 type instruction struct {
@@ -278,9 +278,9 @@ func checkHealthcheck(t *testing.T, argv []string) {
 }
 
 // TestDockerBuildMatchesTaskfile: the image's binary is built like the README's
-// (`go tool task build`): the same package and the same flags, except for the output path and
-// -ldflags "-s -w", which only drops the symbol table and DWARF (a smaller image; the same
-// program). If the Taskfile adopts -ldflags "-s -w" too, nothing here changes.
+// (`go tool -modfile=tools/go.mod task build`): the same package and the same flags, except for
+// the output path and -ldflags "-s -w", which only drops the symbol table and DWARF (a smaller
+// image; the same program). If the Taskfile adopts -ldflags "-s -w" too, nothing here changes.
 func TestDockerBuildMatchesTaskfile(t *testing.T) {
 	var build []string
 	for _, in := range parseDockerfile(t) {
@@ -321,8 +321,8 @@ func TestDockerBuildMatchesTaskfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(readme, []byte("go tool task")) {
-		t.Error("the README no longer builds through go tool task")
+	if !bytes.Contains(readme, []byte("go tool -modfile=tools/go.mod task")) {
+		t.Error("the README no longer builds through go tool -modfile=tools/go.mod task")
 	}
 	dPkg, dFlags := splitBuild(build)
 	tPkg, tFlags := splitBuild(task)

@@ -10,7 +10,7 @@ find_minio() {
   if command -v minio >/dev/null; then command -v minio; return; fi
   local gobin; gobin=$(go env GOBIN); [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
   if [ -x "$gobin/minio" ]; then echo "$gobin/minio"; return; fi
-  log "no minio binary (scripts/deps.sh --with-minio, or go tool task deps:test, installs it)"; exit 1
+  log "no minio binary (scripts/deps.sh --with-minio, or go tool -modfile=tools/go.mod task deps:test, installs it)"; exit 1
 }
 
 # stop_at_exit: from here on, every process in PIDS is stopped (stop_tree, newest first) when the
