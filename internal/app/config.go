@@ -84,7 +84,7 @@ func Parse(role string, args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&c.RTMPPublicURL, "rtmp-public-url", "", "RTMP URL publishers are told to use (default rtmp://HOST:PORT/live from --rtmp-addr)")
 	fs.IntVar(&c.JetStreamShards, "jetstream-shards", 1, "split the chunk and segment streams into this many JetStream streams by stream id (same value in every process)")
 	fs.DurationVar(&c.ChunkDuration, "chunk-duration", 2*time.Second, "target chunk (segment) duration; chunks are cut at the first keyframe at or after it")
-	fs.DurationVar(&c.RTMPReadBatch, "rtmp-read-batch", 20*time.Millisecond, "ingest: period of the clock on whose ticks a publisher's connection is read, so one read takes several frames and sessions wake together (less CPU, up to this much later segments; 0: read each frame as it arrives)")
+	fs.DurationVar(&c.RTMPReadBatch, "rtmp-read-batch", 40*time.Millisecond, "ingest: period of the clock on whose ticks a publisher's connection is read, so one read takes several frames and sessions wake together (less CPU, up to this much later segments; 0: read each frame as it arrives)")
 	fs.IntVar(&c.TranscoderConcurrency, "transcoder-concurrency", 0, "chunks one transcoder encodes at once (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.RecordingRetention, "recording-retention", 0, "delete recordings older than this, e.g. 720h (0 keeps them)")
 	fs.DurationVar(&c.DeleteGrace, "segment-grace", 0, "how long segments of unrecorded streams stay after leaving the live window (0: max(1m, 2 windows))")

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -21,14 +22,20 @@ import (
 // DIR/live/a/b.m4s, so the directory can be served, copied or inspected as is. It is the
 // zero-setup backend of `gopcast all`; Handler serves it to players.
 //
-// Each object's headers are kept in a sidecar file next to it (".NAME.hdr"); the leading dot
-// is why keys may not have hidden segments. A file that appears without a sidecar is served
-// with the Content-Type its extension implies.
+// An object's headers are those HeadersFor gives its key for a live session, unless a sidecar
+// file next to it (".NAME.hdr") says otherwise; the leading dot is why keys may not have hidden
+// segments. Most objects (segments, live playlists) need no sidecar: one file write each. A
+// file that appears without a sidecar is served with the headers its extension implies.
+//
+// Writes replace objects atomically (a temporary file renamed into place). Immutable objects
+// (segments, MP4s) are synced before the rename, so a crash cannot leave one empty under its
+// name; playlists and manifests, rewritten every few seconds, are not.
 //
 // Unlike S3, a directory cannot also be an object: storing both "a" and "a/b" fails. The
 // bucket layout never does that. Delete leaves empty directories behind.
 type LocalStore struct {
-	dir string
+	dir  string
+	dirs sync.Map // directories made by Put: the next Put there skips MkdirAll
 }
 
 var _ Store = (*LocalStore)(nil)
@@ -87,8 +94,9 @@ func sidecarName(key string) string {
 	return dir + sidecarPrefix + base + sidecarSuffix
 }
 
-// Put writes the sidecar and then the object, each to a temporary file renamed into place, so
-// a reader sees the whole old or the whole new object. The sidecar goes first: whoever sees the
+// Put writes the object's sidecar when its headers are not the key's defaults (and removes a
+// stale one when they are), then the object, each to a temporary file renamed into place, so a
+// reader sees the whole old or the whole new object. The sidecar goes first: whoever sees the
 // new object also sees its headers.
 func (l *LocalStore) Put(ctx context.Context, key string, data []byte, opts PutOptions) error {
 	if err := validateKey(key); err != nil {
@@ -98,32 +106,56 @@ func (l *LocalStore) Put(ctx context.Context, key string, data []byte, opts PutO
 		return fmt.Errorf("storage: put %s: %w", key, err)
 	}
 	opts = withDefaults(key, opts)
-	meta, err := json.Marshal(sidecar{ContentType: opts.ContentType, CacheControl: opts.CacheControl})
-	if err != nil {
-		return fmt.Errorf("storage: put %s: %w", key, err)
-	}
 	root, err := l.open()
 	if err != nil {
 		return fmt.Errorf("storage: put %s: %w", key, err)
 	}
 	defer root.Close()
 	if dir := path.Dir(key); dir != "." {
-		if err := root.MkdirAll(filepath.FromSlash(dir), 0o755); err != nil {
-			return fmt.Errorf("storage: put %s: %w", key, err)
+		if _, made := l.dirs.Load(dir); !made {
+			if err := root.MkdirAll(filepath.FromSlash(dir), 0o755); err != nil {
+				return fmt.Errorf("storage: put %s: %w", key, err)
+			}
+			l.dirs.Store(dir, true)
 		}
 	}
-	if err := writeAtomic(root, sidecarName(key), meta); err != nil {
-		return fmt.Errorf("storage: put %s: headers: %w", key, err)
+	if opts == localDefaults(key) {
+		if err := root.Remove(filepath.FromSlash(sidecarName(key))); err != nil && !notExist(err) {
+			return fmt.Errorf("storage: put %s: headers: %w", key, err)
+		}
+	} else {
+		meta, err := json.Marshal(sidecar{ContentType: opts.ContentType, CacheControl: opts.CacheControl})
+		if err != nil {
+			return fmt.Errorf("storage: put %s: %w", key, err)
+		}
+		if err := writeAtomic(root, sidecarName(key), meta, false); err != nil {
+			return l.putFailed(key, "headers", err)
+		}
 	}
-	if err := writeAtomic(root, key, data); err != nil {
-		return fmt.Errorf("storage: put %s: %w", key, err)
+	if err := writeAtomic(root, key, data, opts.CacheControl == cacheImmutable); err != nil {
+		return l.putFailed(key, "", err)
 	}
 	return nil
 }
 
-// writeAtomic writes data to a new temporary file in name's directory, syncs it and renames it
-// over name.
-func writeAtomic(root *os.Root, name string, data []byte) (err error) {
+// localDefaults are the headers of an object without a sidecar.
+func localDefaults(key string) PutOptions { return HeadersFor(key, true) }
+
+// putFailed wraps a failed write; a directory that went missing under a cached name is made
+// again by the next Put.
+func (l *LocalStore) putFailed(key, what string, err error) error {
+	if notExist(err) {
+		l.dirs.Delete(path.Dir(key))
+	}
+	if what != "" {
+		return fmt.Errorf("storage: put %s: %s: %w", key, what, err)
+	}
+	return fmt.Errorf("storage: put %s: %w", key, err)
+}
+
+// writeAtomic writes data to a new temporary file in name's directory, syncs it (when sync is
+// set) and renames it over name.
+func writeAtomic(root *os.Root, name string, data []byte, sync bool) (err error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand panics rather)
 	tmp := path.Join(path.Dir(name), tempPrefix+hex.EncodeToString(rnd[:]))
@@ -141,9 +173,11 @@ func writeAtomic(root *os.Root, name string, data []byte) (err error) {
 		return err
 	}
 	// Without a sync, a crash soon after the rename can leave an empty file under the name.
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -399,10 +433,10 @@ func notFound(w http.ResponseWriter) {
 	http.Error(w, "not found", http.StatusNotFound)
 }
 
-// readSidecar returns the stored headers, or those the key's extension implies when the
-// sidecar is missing or unreadable.
+// readSidecar returns the stored headers, or the key's defaults when the sidecar is missing
+// or unreadable.
 func readSidecar(root *os.Root, key string) PutOptions {
-	opts := withDefaults(key, PutOptions{})
+	opts := localDefaults(key)
 	data, err := root.ReadFile(filepath.FromSlash(sidecarName(key)))
 	if err != nil {
 		return opts

@@ -33,19 +33,33 @@ func TestLocalFilesMirrorKeys(t *testing.T) {
 	if err != nil || string(data) != "segment" {
 		t.Fatalf("file for %s = %q, %v", key, data, err)
 	}
-	// Nothing but the object and its sidecar: no temporary files left behind.
-	var names []string
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			names = append(names, d.Name())
+	files := func() []string {
+		var names []string
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				names = append(names, d.Name())
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+		return names
 	}
-	if len(names) != 2 {
-		t.Fatalf("files in the store: %q, want the object and its sidecar", names)
+	// Nothing but the object, whose headers are its key's defaults (no sidecar): no
+	// temporary files left behind.
+	if names := files(); len(names) != 1 {
+		t.Fatalf("files in the store: %q, want the object alone", names)
+	}
+	// Headers of its own give it a sidecar; the defaults again take it away.
+	pl := "live/s1/720p/index.m3u8"
+	mustPut(t, s, pl, []byte("#EXTM3U"), storage.HeadersFor(pl, false))
+	if names := files(); len(names) != 3 {
+		t.Fatalf("files in the store: %q, want two objects and the playlist's sidecar", names)
+	}
+	mustPut(t, s, pl, []byte("#EXTM3U"), storage.HeadersFor(pl, true))
+	if names := files(); len(names) != 2 {
+		t.Fatalf("files in the store: %q, want the two objects alone", names)
 	}
 }
 

@@ -90,7 +90,7 @@ func fastConfig() Config {
 		ChunkTarget:      2 * time.Second,
 		HandshakeTimeout: 2 * time.Second, // covers the key check, the lease and two seconds of media
 		ReadTimeout:      1500 * time.Millisecond,
-		ReadBatch:        20 * time.Millisecond, // gopcast's default: publishers read on ticks
+		ReadBatch:        40 * time.Millisecond, // gopcast's default: publishers read on ticks
 	}
 }
 
