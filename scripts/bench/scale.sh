@@ -11,8 +11,9 @@
 #   3. for each N in STEPS, from scratch (new data directories, new ports): MinIO with a bucket
 #      made by `loadgen mkbucket`, a `gopcast nats` server, then `gopcast api` (it creates the
 #      JetStream assets) and `gopcast ingest`, `transcoder` and `packager`, each its own process
-#      with --nats-url, the passthrough profile, and the packager writing to MinIO with the S3
-#      flags spine.sh uses;
+#      with --nats-url, the passthrough profile, and the roles that write media (ingest,
+#      transcoder, packager) writing to MinIO with the S3 flags spine.sh uses; or, with ALL=1,
+#      one `gopcast all` (embedded NATS, local storage served at /media/, no MinIO);
 #   4. loadgen creates N streams through the API (--profile passthrough), publishes the input to
 #      each in real time for SECONDS_MEDIA s with its Go RTMP publisher, polls the playlists in
 #      the bucket every POLL and waits for every EXT-X-ENDLIST;
@@ -58,6 +59,8 @@
 #                       seconds is taken of each (nats, ingest, transcoder, packager) from 10 s
 #                       into the publish, saved as $OUT/scale-N.ROLE.pprof (read them with
 #                       `go tool pprof -top BINARY FILE`; the binary is $OUT/gopcast)
+#   ALL (0)             1: one `gopcast all` process with local storage instead of the roles and
+#                       MinIO (the laptop setup; the pipeline is that one process)
 #   MINIO, FFMPEG, FFPROBE  binaries; KEEP=1 keeps the work dir (with MinIO's and NATS's data)
 set -euo pipefail
 
@@ -81,8 +84,11 @@ OUT=${OUT:-$WORK/results}
 CLK_TCK=$(getconf CLK_TCK)
 NICE=()
 [ -z "${BENCH_NICE:-}" ] || NICE=(nice -n "$BENCH_NICE")
+ALL=${ALL:-0}
 # The processes of the pipeline, in the order they start; MinIO is measured apart.
 ROLES=(nats api ingest transcoder packager)
+SETUP="separate roles, MinIO"
+if [ "$ALL" = 1 ]; then ROLES=(all); SETUP="gopcast all, local storage"; fi
 
 log() { printf 'scale: %s\n' "$*" >&2; }
 
@@ -90,7 +96,7 @@ for tool in "$FFMPEG" "$FFPROBE" jq curl column; do
   command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
 [ -x /usr/bin/time ] || { log "GNU time (/usr/bin/time) is required (apt-get install time)"; exit 1; }
-MINIO_BIN=$(find_minio)
+[ "$ALL" = 1 ] || MINIO_BIN=$(find_minio)
 mkdir -p "$OUT" "$BENCH_CACHE" "$WORK/bin"
 
 # --- everything started here is stopped at exit --------------------------------------------------
@@ -149,8 +155,25 @@ ready() {
   done
 }
 
+# start_all NAME: one `gopcast all` with local storage.
+start_all() {
+  STEP_NAME=$1 STEP_DIR=$WORK/$1 STEP_LOGS=$OUT/$1.logs
+  mkdir -p "$STEP_DIR" "$STEP_LOGS"
+  local p
+  mapfile -t p < <("$LOADGEN" ports 2)
+  TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  RTMP_PORT=${p[1]}
+  start_role all "${p[0]}" --api-token "$TOKEN" --profile passthrough --rtmp-addr "127.0.0.1:$RTMP_PORT" \
+    --rtmp-public-url "rtmp://127.0.0.1:$RTMP_PORT/live" \
+    ${TRANSCODER_CONCURRENCY:+--transcoder-concurrency "$TRANSCODER_CONCURRENCY"}
+  ROLE_HTTP[api]=${p[0]}
+  ready all || return 1
+  log "$STEP_NAME: gopcast all ${ROLE_PID[all]} (local storage)"
+}
+
 # start_step NAME: MinIO with a bucket, gopcast nats, api, then ingest, transcoder and packager.
 start_step() {
+  [ "$ALL" != 1 ] || { start_all "$1"; return; }
   STEP_NAME=$1 STEP_DIR=$WORK/$1 STEP_LOGS=$OUT/$1.logs
   mkdir -p "$STEP_DIR/minio" "$STEP_DIR/minio-certs" "$STEP_LOGS"
   local p unset_env=() v
@@ -212,7 +235,8 @@ pids_of() {
     *) echo "${ROLE_PID[$1]}" ;;
   esac
 }
-MEASURED=("${ROLES[@]}" pipeline minio)
+MEASURED=("${ROLES[@]}" pipeline)
+[ "$ALL" = 1 ] || MEASURED+=(minio)
 
 # readings FILE: one line per measured thing: NAME cpu_s rss_kb processes (loadgen proctree;
 # "0 0 0" for a process that is gone: the step then fails).
@@ -246,7 +270,9 @@ run_step() {
   b0=$(busy_ticks)
   log "$name: publishing ${SECONDS_MEDIA} s x $n stream(s) of $(basename "$IN720") through gopcast (passthrough)"
   if [ -n "${PPROF:-}" ]; then
-    for w in nats ingest transcoder packager; do
+    local profiled=(nats ingest transcoder packager)
+    [ "$ALL" != 1 ] || profiled=(all)
+    for w in "${profiled[@]}"; do
       (sleep 10; curl -sf -o "$OUT/$name.$w.pprof" \
         "http://127.0.0.1:${ROLE_HTTP[$w]}/debug/pprof/profile?seconds=$PPROF" || log "$name: no profile of $w") &
       samplers+=("$!")
@@ -261,7 +287,7 @@ run_step() {
   readings "$OUT/$name.after"
   b1=$(busy_ticks)
   local died=()
-  for w in "${ROLES[@]}" minio; do
+  for w in "${ROLES[@]}" ${MINIO_PID:+minio}; do
     # shellcheck disable=SC2046 # one argument per PID
     kill -0 $(pids_of "$w") 2>/dev/null || died+=("$w")
   done
@@ -280,7 +306,7 @@ run_step() {
     --rawfile idle "$OUT/$name.idle" --rawfile before "$OUT/$name.before" --rawfile after "$OUT/$name.after" \
     --rawfile peak "$OUT/$name.peak" --rawfile lt "$OUT/$name.loadgen.time" \
     --argjson busy "$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN {print d / t}')" \
-    --arg roles "${ROLES[*]}" --arg died "${died[*]}" \
+    --arg roles "${ROLES[*]}" --arg died "${died[*]}" --arg setup "$SETUP" \
     --argjson late "$LATE_S" --arg conc "${TRANSCODER_CONCURRENCY:-}" --slurpfile lg "$OUT/$name.loadgen.json" '
     def r3: . * 1000 | round / 1000;
     def r6: . * 1000000 | round / 1000000;
@@ -291,14 +317,14 @@ run_step() {
     # what($k): CPU over the run: in all, per media second per stream (= cores per stream), as
     # % of one core per stream, and per media second for all N streams (= cores in use); RSS
     # (kB in, MB out): idle before publishing, peak, (peak - idle) / N.
-    def what($k): ($a[$k][0] - $b[$k][0]) as $cpu |
+    def what($k): if $a[$k] == null then null else ($a[$k][0] - $b[$k][0]) as $cpu |
       {cpu_s: ($cpu | r3), cpu_per_media_s: ($cpu / $media | r6),
        cores_all_streams: ($cpu / $l.media_seconds_per_stream | r3),
        pct_core_per_stream: ($cpu / $media * 100 | r3),
        rss_idle_mb: ($i[$k][1] / 1024 | r3), rss_peak_mb: ($p[$k][0] / 1024 | r3),
-       rss_per_stream_mb: (($p[$k][0] - $i[$k][1]) / 1024 / $streams | r3), processes_at_end: $a[$k][2]};
-    ($a.pipeline[0] - $b.pipeline[0]) as $pcpu | ($a.minio[0] - $b.minio[0]) as $mcpu |
-    {name: $name, server: "gopcast", mode: "passthrough", input: $input, streams: $streams, loadgen_exit: $rc,
+       rss_per_stream_mb: (($p[$k][0] - $i[$k][1]) / 1024 / $streams | r3), processes_at_end: $a[$k][2]} end;
+    ($a.pipeline[0] - $b.pipeline[0]) as $pcpu | ((($a.minio // [0])[0]) - (($b.minio // [0])[0])) as $mcpu |
+    {name: $name, server: "gopcast", mode: "passthrough", setup: $setup, input: $input, streams: $streams, loadgen_exit: $rc,
      transcoder_concurrency: (if $conc == "" then "default (half the CPUs)" else ($conc | tonumber) end),
      media_seconds: $media, wall_s: $t[0],
      roles: ($roles | split(" ") | map({key: ., value: what(.)}) | from_entries),
@@ -321,7 +347,7 @@ run_step() {
        if $l.overall.segments_listed == 0 then "nothing listed" else empty end])} |
     .ok = (.fail_reasons | length == 0)' \
     >"$OUT/$name.json"
-  jq -r '"\(.name): pipeline CPU \(.pipeline.cpu_s) s for \(.media_seconds) media s = \(.pipeline.pct_core_per_stream) % of a core per stream (ingest \(.roles.ingest.pct_core_per_stream) %); MinIO \(.minio.cpu_s) s apart; pipeline RSS idle \(.pipeline.rss_idle_mb) MB, peak \(.pipeline.rss_peak_mb) MB, (peak - idle) per stream \(.pipeline.rss_per_stream_mb) MB; others used \(.others_cores) cores"' "$OUT/$name.json" >&2
+  jq -r '"\(.name): pipeline CPU \(.pipeline.cpu_s) s for \(.media_seconds) media s = \(.pipeline.pct_core_per_stream) % of a core per stream (ingest \(.roles.ingest.pct_core_per_stream // "-") %); MinIO \(.minio.cpu_s // "-") s apart; pipeline RSS idle \(.pipeline.rss_idle_mb) MB, peak \(.pipeline.rss_peak_mb) MB, (peak - idle) per stream \(.pipeline.rss_per_stream_mb) MB; others used \(.others_cores) cores"' "$OUT/$name.json" >&2
 }
 
 # --- 4. N x 720p passthrough, stepping N -----------------------------------------------------------
@@ -353,7 +379,7 @@ jq -n --arg when "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 rm -f "$OUT/scale.json"
 
 {
-  echo "gopcast scale: N passthrough streams, separate roles ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo "gopcast scale: N passthrough streams, $SETUP ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   jq -r '"machine: \(.machine); \(.ffmpeg); \(.go); gopcast \(.git)" +
     (if .nice != null then "; MinIO, NATS, roles and loadgen at nice \(.nice)" else "" end)' "$OUT/results.json"
   for run in "${SCALE_RUNS[@]}"; do
@@ -367,7 +393,7 @@ rm -f "$OUT/scale.json"
       (.renditions[] | "\(.name) \(.expected) \(.listed) \(.lost) \(.median_s) \(.p95_s) \(.p99_s) \(.max_s)")' "$f" |
       column -t -R 2,3,4,5,6,7,8 | sed 's/^/  /'
     jq -r '"process cpu_s cpu_s/media_s %core/stream rss_idle_mb rss_peak_mb rss/stream_mb",
-      ((.roles | to_entries[]) , {key: "pipeline", value: .pipeline}, {key: "minio(apart)", value: .minio} |
+      ((.roles | to_entries[]) , {key: "pipeline", value: .pipeline}, (if .minio != null then {key: "minio(apart)", value: .minio} else empty end) |
         "\(.key) \(.value.cpu_s) \(.value.cpu_per_media_s) \(.value.pct_core_per_stream) \(.value.rss_idle_mb) \(.value.rss_peak_mb) \(.value.rss_per_stream_mb)")' "$f" |
       column -t -R 2,3,4,5,6,7 | sed 's/^/  /'
     jq -r '"loadgen \(.loadgen_cpu_s) CPU-s (not counted); other processes \(.others_cores) cores on average; publisher max write lag \(.max_write_lag_ms) ms; wall \(.wall_s) s",

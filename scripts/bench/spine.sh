@@ -182,25 +182,25 @@ run_gopcast_once() {
     .machine_busy_cpu_s = ($busy / $tck) |
     .others_cpu_s = (.machine_busy_cpu_s - .gopcast_cpu_s - (.minio_cpu_s // 0) - .loadgen_cpu_s)' >"$OUT/$name.cpu.json"
   jq '.others_cpu_s / .wall_s * 1000 | round / 1000' "$OUT/$name.cpu.json" >"$OUT/$name.others"
-  # Where the delay goes, per source segment n of stream 0: publisher media end -> transcode start
-  # (ingest cut, chunk into JetStream, queue) -> transcode end (fetch, repackage, ffmpeg ladder,
-  # renditions into JetStream) -> listed (packager: fetch, upload to storage, playlists; plus the
-  # poll's resolution). Transcode times come from the transcoder's "chunk transcoded" debug log:
-  # took for a chunk encoded from its job; for a live chunk (encoded while it arrived) after_end,
-  # from the chunk's last bytes reaching the transcoder to its segment published, so "transcode
-  # start" is then the moment the whole chunk was in.
+  # Where the delay goes, per segment n of stream 0 (the ladder's, whose record comes last):
+  # publisher media end -> the chunk's end in the transcoder (ingest cut, its last part and end
+  # through JetStream; the chunk was encoded as its parts came) -> its rungs written and its
+  # record out (the rest of the encode: x264's last frames wait for the next chunk's first) ->
+  # listed (packager: inits, playlists; plus the poll's resolution). The middle comes from the
+  # transcoder's "chunk transcoded" debug log: took, from the chunk's end reaching its session's
+  # finisher to its record published.
   jq -s --slurpfile lg "$OUT/$name.loadgen.json" '
     def unix: (sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601) + ((capture("\\.(?<f>[0-9]+)Z$").f // "0") | ("0." + .) | tonumber);
     def pct(p): sort | .[((p / 100 * length) | ceil) - 1 | if . < 0 then 0 else . end];
     def summary: {n: length, median: pct(50), p95: pct(95), max: max};
     ($lg[0].per_stream[0]) as $s |
-    [ .[] | select(.msg == "chunk transcoded" and .stream_id == $s.id and (.took // .after_end) != null) |
-      {seq, live: (.live // false), end: (.time | unix), took: ((.took // .after_end) / 1e9)} ] as $tc |
+    [ .[] | select(.msg == "chunk transcoded" and .stream_id == $s.id and .took != null) |
+      {seq, end: (.time | unix), took: (.took / 1e9)} ] as $tc |
     [ $s.segments[$lg[0].ref_rendition][] | select(.media_end_wall_unix != null) | . as $seg |
       ($tc | map(select(.seq == $seg.n)) | first) as $t | select($t != null) |
       {n, to_transcode_start: (($t.end - $t.took) - .media_end_wall_unix), transcode: $t.took,
        transcode_end_to_listed: (.listed_unix - $t.end), total: .delay_s} ] as $rows |
-    {segments: ($rows | length), live_chunks: ($tc | map(select(.live)) | length), chunks: ($tc | length),
+    {segments: ($rows | length), chunks: ($tc | length),
      to_transcode_start_s: ($rows | map(.to_transcode_start) | summary),
      transcode_s: ($rows | map(.transcode) | summary),
      transcode_end_to_listed_s: ($rows | map(.transcode_end_to_listed) | summary),
@@ -310,10 +310,10 @@ fi
       "\n     wall \(.wall_s) s; other processes on the machine used \(.others_cpu_s * 10 | round / 10) CPU-s meanwhile (\(.others_cpu_s / .wall_s * 100 | round / 100) cores on average)"' "$OUT/$name.cpu.json"
     [ -s "$OUT/$name.breakdown.json" ] && jq -r '
       def f: "\(.median * 1000 | round) / \(.p95 * 1000 | round) / \(.max * 1000 | round) ms";
-      "breakdown of the source rendition (median / p95 / max over \(.segments) segments; \(.live_chunks) of \(.chunks) chunks encoded live):",
-      "  media end -> transcode start (ingest cut, JetStream, queue; live: last bytes in): \(.to_transcode_start_s | f)",
-      "  transcode (fetch chunk, repackage source+audio, ffmpeg ladder; live: the rest):  \(.transcode_s | f)",
-      "  transcode end -> listed (packager, storage, playlists, poll):  \(.transcode_end_to_listed_s | f)",
+      "breakdown (median / p95 / max over \(.segments) segments of \(.chunks) chunks transcoded):",
+      "  media end -> chunk end in the transcoder (ingest cut, last part through JetStream): \(.to_transcode_start_s | f)",
+      "  the rest of the encode (x264 flushes a chunk with the next chunk frames), rungs written: \(.transcode_s | f)",
+      "  record out -> listed (packager: inits, playlists; the poll):  \(.transcode_end_to_listed_s | f)",
       "  total:                                                          \(.total_s | f)"' "$OUT/$name.breakdown.json"
   done
   [ -f "$OUT/ffmpeg.json" ] || exit 0
