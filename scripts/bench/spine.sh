@@ -308,13 +308,14 @@ fi
       (if .minio_cpu_s != null then "\n     MinIO \(.minio_cpu_s * 100 | round / 100) s" else "" end) +
       "; loadgen \(.loadgen_cpu_s * 100 | round / 100) s (not counted)" +
       "\n     wall \(.wall_s) s; other processes on the machine used \(.others_cpu_s * 10 | round / 10) CPU-s meanwhile (\(.others_cpu_s / .wall_s * 100 | round / 100) cores on average)"' "$OUT/$name.cpu.json"
-    [ -s "$OUT/$name.breakdown.json" ] && jq -r '
+    # A passthrough run transcodes nothing: no breakdown.
+    if [ -s "$OUT/$name.breakdown.json" ] && jq -e ".segments > 0" "$OUT/$name.breakdown.json" >/dev/null; then jq -r '
       def f: "\(.median * 1000 | round) / \(.p95 * 1000 | round) / \(.max * 1000 | round) ms";
       "breakdown (median / p95 / max over \(.segments) segments of \(.chunks) chunks transcoded):",
       "  media end -> chunk end in the transcoder (ingest cut, last part through JetStream): \(.to_transcode_start_s | f)",
       "  the rest of the encode (x264 flushes a chunk with the next chunk frames), rungs written: \(.transcode_s | f)",
       "  record out -> listed (packager: inits, playlists; the poll):  \(.transcode_end_to_listed_s | f)",
-      "  total:                                                          \(.total_s | f)"' "$OUT/$name.breakdown.json"
+      "  total:                                                          \(.total_s | f)"' "$OUT/$name.breakdown.json"; fi
   done
   [ -f "$OUT/ffmpeg.json" ] || exit 0
   echo
