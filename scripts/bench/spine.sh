@@ -16,8 +16,9 @@
 #      that is the pipeline's own;
 #   5. local run (unless LOCAL=0): `gopcast all` storing media in its data dir, served at /media/;
 #   6. plain ffmpeg: the transcoder's exact ladder arguments (loadgen ladder-args: same rungs,
-#      preset, GOP, x264 options) over the whole file as MPEG-TS in one run, then the same
-#      arguments once per 2 s chunk (ffmpeg's per-chunk cost, without gopcast);
+#      preset, GOP, x264 options) over the whole file as MPEG-TS in one run, the same run at the
+#      file's own pace (-re, as a live encoder runs), then the same arguments once per 2 s chunk
+#      (ffmpeg's per-chunk cost, without gopcast);
 #   7. prints the figures and writes them to $OUT (summary.txt, *.json, logs).
 #
 # Usage: scripts/bench/spine.sh   (about 8 minutes on an idle 2-core machine that keeps up; the
@@ -261,6 +262,10 @@ if [ "$PLAIN" = 1 ]; then
   }
   log "plain ffmpeg: one continuous run of the transcoder's ladder over the whole file"
   measure plain time_ffmpeg plain "$FFMPEG" "${PLAIN_ARGS[@]}"
+  # The same at the input's own pace (-re), as a live encoder runs: x264's threads then wait
+  # for every frame instead of always having the next one, which costs CPU of its own.
+  log "plain ffmpeg in real time: the same, reading the file at its own pace (-re)"
+  measure plain-realtime time_ffmpeg plain-realtime "$FFMPEG" -re "${PLAIN_ARGS[@]}"
 
   log "per-chunk ffmpeg: the same arguments run once per 2 s chunk (no gopcast)"
   mkdir -p "$WORK/chunks"
@@ -278,11 +283,13 @@ if [ "$PLAIN" = 1 ]; then
   for a in "$1"/c*.args; do xargs -0 -a "$a" "$2"; done' _ "$WORK/chunks" "$FFMPEG"
   jq -n --argjson media "$SRC_DUR" --argjson chunks "$NCHUNKS" --argjson tck "$CLK_TCK" \
     --argjson pbusy "$(cat "$OUT/plain.busy")" --argjson cbusy "$(cat "$OUT/chunked.busy")" \
+    --argjson rbusy "$(cat "$OUT/plain-realtime.busy")" --rawfile rt "$OUT/plain-realtime.time" \
     --rawfile pt "$OUT/plain.time" --rawfile ct "$OUT/chunked.time" '
     def t(s): s | split("\n") | map(select(length > 0)) | last | split(" ") | map(tonumber) | {wall_s: .[0], cpu_s: (.[1] + .[2])};
-    (t($pt)) as $p | (t($ct)) as $c |
+    (t($pt)) as $p | (t($ct)) as $c | (t($rt)) as $r |
     {media_seconds: $media,
      plain: ($p + {cpu_per_media_s: ($p.cpu_s / $media), speed: ($media / $p.wall_s), others_cpu_s: ($pbusy / $tck - $p.cpu_s)}),
+     plain_realtime: ($r + {cpu_per_media_s: ($r.cpu_s / $media), others_cpu_s: ($rbusy / $tck - $r.cpu_s)}),
      chunked: ($c + {chunks: $chunks, cpu_per_media_s: ($c.cpu_s / $media), others_cpu_s: ($cbusy / $tck - $c.cpu_s)})}' >"$OUT/ffmpeg.json"
 fi
 
@@ -293,7 +300,9 @@ fi
   [ -z "${BENCH_NICE:-}" ] || echo "measured processes ran at nice $BENCH_NICE"
   echo "input: $(basename "$INPUT") (${SRC_HEIGHT}p30, video $(awk -v r="$SRC_VBITRATE" 'BEGIN {printf "%.2f", r / 1e6}') Mbit/s, ${SRC_DUR} s)"
   PLAIN_CPM=null
+  PLAIN_RT_CPM=null
   [ ! -f "$OUT/ffmpeg.json" ] || PLAIN_CPM=$(jq .plain.cpu_per_media_s "$OUT/ffmpeg.json")
+  [ ! -f "$OUT/ffmpeg.json" ] || PLAIN_RT_CPM=$(jq '.plain_realtime.cpu_per_media_s // null' "$OUT/ffmpeg.json")
   for name in s3 local s3-passthrough; do
     [ -f "$OUT/$name.cpu.json" ] || continue
     echo
@@ -301,10 +310,11 @@ fi
     sed -n '/^ *rendition/,/^ *all /p' "$OUT/$name.loadgen.txt"
     sed 's/^/  /' "$OUT/$name.attempts"
     grep -E '^(timeline check|stream [0-9])' "$OUT/$name.loadgen.txt" || true
-    jq -r --argjson plain "$PLAIN_CPM" '
+    jq -r --argjson plain "$PLAIN_CPM" --argjson plainrt "$PLAIN_RT_CPM" '
       (if .loadgen_exit != 0 then "WARNING: loadgen exited \(.loadgen_exit) (see \(.name).loadgen.err): figures below are incomplete\n" else "" end) +
       "CPU: gopcast \(.gopcast_cpu_s * 100 | round / 100) s (Go process \(.gopcast_go_cpu_s * 100 | round / 100) s + ffmpeg children \(.ffmpeg_children_cpu_s * 100 | round / 100) s) for \(.media_seconds) media s = \(.gopcast_cpu_per_media_s * 1000 | round / 1000) CPU-s per media s" +
-      (if .profile == "passthrough" then " (no encoding)" elif $plain == null then "" else "; ratio to plain ffmpeg \(.gopcast_cpu_per_media_s / $plain * 100 | round / 100)x" end) +
+      (if .profile == "passthrough" then " (no encoding)" elif $plain == null then "" else "; ratio to plain ffmpeg \(.gopcast_cpu_per_media_s / $plain * 100 | round / 100)x" +
+        (if $plainrt == null then "" else ", to plain ffmpeg in real time \(.gopcast_cpu_per_media_s / $plainrt * 100 | round / 100)x" end) end) +
       (if .minio_cpu_s != null then "\n     MinIO \(.minio_cpu_s * 100 | round / 100) s" else "" end) +
       "; loadgen \(.loadgen_cpu_s * 100 | round / 100) s (not counted)" +
       "\n     wall \(.wall_s) s; other processes on the machine used \(.others_cpu_s * 10 | round / 10) CPU-s meanwhile (\(.others_cpu_s / .wall_s * 100 | round / 100) cores on average)"' "$OUT/$name.cpu.json"
@@ -321,7 +331,8 @@ fi
   echo
   jq -r '
     "plain ffmpeg, one continuous run, same ladder: \(.plain.cpu_s * 100 | round / 100) CPU-s for \(.media_seconds) media s = \(.plain.cpu_per_media_s * 1000 | round / 1000) CPU-s per media s (wall \(.plain.wall_s) s, \(.plain.speed * 100 | round / 100)x real time; other processes used \(.plain.others_cpu_s * 10 | round / 10) CPU-s meanwhile)",
+    "plain ffmpeg in real time (-re), same ladder: \(.plain_realtime.cpu_s * 100 | round / 100) CPU-s = \(.plain_realtime.cpu_per_media_s * 1000 | round / 1000) CPU-s per media s = \(.plain_realtime.cpu_per_media_s / .plain.cpu_per_media_s * 100 | round / 100)x plain (wall \(.plain_realtime.wall_s) s; others \(.plain_realtime.others_cpu_s * 10 | round / 10) CPU-s)",
     "same ffmpeg arguments once per chunk (\(.chunked.chunks) runs, no gopcast): \(.chunked.cpu_s * 100 | round / 100) CPU-s = \(.chunked.cpu_per_media_s * 1000 | round / 1000) CPU-s per media s = \(.chunked.cpu_per_media_s / .plain.cpu_per_media_s * 100 | round / 100)x plain (wall \(.chunked.wall_s) s; others \(.chunked.others_cpu_s * 10 | round / 10) CPU-s)"' "$OUT/ffmpeg.json"
-  sed 's/^/  plain /' "$OUT/plain.attempts"; sed 's/^/  chunked /' "$OUT/chunked.attempts"
+  sed 's/^/  plain /' "$OUT/plain.attempts"; sed 's/^/  plain-realtime /' "$OUT/plain-realtime.attempts"; sed 's/^/  chunked /' "$OUT/chunked.attempts"
 } | tee "$OUT/summary.txt"
 echo "spine: results in $OUT" >&2
